@@ -1,0 +1,1 @@
+"""The CL server: API, collector, cache, drift detection, triggers, orchestrator, store."""

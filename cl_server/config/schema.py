@@ -1,0 +1,407 @@
+"""The service configuration: one typed schema for the YAML file an engineer writes.
+
+One file describes one served model (its engine, model, drift detection, triggers, CL envelope,
+validation gates, deployment and annotator) plus the infrastructure the CL server runs on (cache,
+store, queue, auth, HTTP server). Every field is checked once, at the edge, by
+:func:`cl_server.config.loader.load_config`; inner code receives these frozen objects.
+
+Unknown keys are errors (``extra="forbid"``) so a typo never passes silently. Units are in the
+field names (``_s`` seconds, ``_bytes`` bytes).
+
+Example:
+    >>> cfg = ServiceConfig.model_validate({
+    ...     "name": "digits",
+    ...     "engine": {"kind": "triton", "url": "http://127.0.0.1:8000", "model_name": "digits"},
+    ...     "model": {"template": "mlp", "input": {"shape": [64]}, "classes": ["0", "1"]},
+    ... })
+    >>> cfg.engine.kind, cfg.cache.url is None, cfg.drift.detectors
+    ('triton', True, ())
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    SecretStr,
+    StringConstraints,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys rejected, values frozen after validation."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def choice(noun: str, options: tuple[str, ...]) -> Any:
+    """A string restricted to ``options`` whose error names the field's domain.
+
+    The JSON schema stays a plain ``enum``; the error reads
+    ``unknown detector 'kss' (expected one of: ks, chi2, ...)``.
+    """
+
+    def check(value: Any) -> Any:
+        if isinstance(value, str) and value not in options:
+            raise PydanticCustomError(
+                "unknown_choice",
+                "unknown {noun} '{value}' (expected one of: {options})",
+                {"noun": noun, "value": value, "options": ", ".join(options)},
+            )
+        return value
+
+    return Annotated[Literal[options], BeforeValidator(check)]  # type: ignore[valid-type]
+
+
+def field_error(field: str, message: str, **ctx: Any) -> PydanticCustomError:
+    """An error raised by a section-level check that belongs to one of the section's fields.
+
+    Pydantic reports model-validator errors at the section's path; the loader appends ``field``
+    so the message names the exact key (``engine.url``), as for per-field errors.
+    """
+    return PydanticCustomError("field_error", message, {"field": field, **ctx})
+
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_.-]{0,62}$"
+Name = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+"""A service or model name: lower-case, digits, ``_ . -``; safe as a path segment and a URL part."""
+
+
+def _http_url(value: str) -> str:
+    if not value.startswith(("http://", "https://")):
+        raise PydanticCustomError("url_scheme", "must be an http:// or https:// URL (got '{value}')",
+                                  {"value": value})
+    return value.rstrip("/")
+
+
+def _scheme_url(*schemes: str) -> Any:
+    def check(value: str) -> str:
+        if not value.startswith(tuple(f"{s}://" for s in schemes)):
+            raise PydanticCustomError(
+                "url_scheme", "must be a URL starting with {schemes} (got '{value}')",
+                {"schemes": " or ".join(f"{s}://" for s in schemes), "value": value})
+        return value
+
+    return Annotated[str, AfterValidator(check)]
+
+
+HttpUrl = Annotated[str, AfterValidator(_http_url)]
+PositiveSeconds = Annotated[float, Field(gt=0)]
+Share = Annotated[float, Field(ge=0.0, le=1.0)]
+Params = dict[str, JsonValue]
+OptionalSecret = Annotated[SecretStr | None, BeforeValidator(lambda v: None if v == "" else v)]
+"""A secret; an empty string (``${VAR:-}`` with VAR unset) means not set."""
+
+ENGINE_KINDS = ("triton", "tfserving")
+TEMPLATES = ("mlp", "lenet5", "resnet18", "text-minilm", "tabular-mlp")
+DTYPES = ("float32", "float16", "float64", "int64", "int32", "uint8", "bytes")
+DETECTORS = ("ks", "chi2", "adwin", "kswin", "page_hinkley", "ddm", "eddm", "hddm_a", "hddm_w")
+SIGNALS = ("inputs", "predictions", "errors")
+STRATEGIES = ("naive", "ewc", "si", "lwf", "mas", "replay", "proactive", "full-retrain")
+SCENARIOS = ("ni", "nc", "nic", "retrain")
+BUFFERS = ("none", "reservoir", "class_balanced")
+DEPLOY_MODES = ("full", "sparse", "partial")
+ROLLOUTS = ("direct", "canary", "shadow")
+ANNOTATORS = ("none", "label_studio", "simulated")
+
+# Which signals each detector can watch: KS compares feature distributions, chi-square compares
+# class proportions, the binary detectors (DDM family) only make sense on a 0/1 error stream.
+DETECTOR_SIGNALS: dict[str, tuple[str, ...]] = {
+    "ks": ("inputs",),
+    "chi2": ("predictions",),
+    "adwin": ("inputs", "errors"),
+    "kswin": ("inputs", "errors"),
+    "page_hinkley": ("inputs", "errors"),
+    "ddm": ("errors",),
+    "eddm": ("errors",),
+    "hddm_a": ("errors",),
+    "hddm_w": ("errors",),
+}
+
+
+class EngineConfig(Section):
+    """The serving engine the plugin attaches to."""
+
+    kind: choice("engine kind", ENGINE_KINDS)  # type: ignore[valid-type]
+    url: HttpUrl | None = Field(
+        None, description="HTTP endpoint of the engine (Triton KServe V2 / TF-Serving REST). "
+        "Empty: the CLI starts an embedded tritonserver (triton only).")
+    grpc_url: str | None = Field(None, description="host:port of the engine's gRPC endpoint.")
+    model_name: Name = Field(description="Name of the model inside the engine.")
+    model_repository: Path | None = Field(
+        None, description="Triton model repository / TF-Serving model base path the plugin writes "
+        "versions into.")
+    model_config_file: Path | None = Field(
+        None, description="TF-Serving model config file (version labels stable/canary).")
+    timeout_s: PositiveSeconds = Field(10.0, description="Timeout of one engine call, seconds.")
+
+    @model_validator(mode="after")
+    def _tfserving_needs_url(self) -> EngineConfig:
+        if self.kind == "tfserving" and self.url is None:
+            raise field_error("url", "required for kind 'tfserving' (no embedded TF-Serving exists)")
+        return self
+
+
+class InputSpec(Section):
+    """The model input tensor, as the engine sees it."""
+
+    name: str = Field("INPUT__0", min_length=1)
+    shape: list[Annotated[int, Field(ge=-1)]] = Field(
+        min_length=1, description="Shape without the batch dimension; -1 for a variable axis.")
+    dtype: choice("dtype", DTYPES) = "float32"  # type: ignore[valid-type]
+    kind: choice("input kind", ("image", "text", "tabular")) = "tabular"  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _no_zero_axis(self) -> InputSpec:
+        if 0 in self.shape:
+            raise field_error("shape", "axes must be positive or -1 (got 0)")
+        return self
+
+
+def _unique(values: list[str]) -> list[str]:
+    duplicates = sorted({v for v in values if values.count(v) > 1})
+    if duplicates:
+        raise PydanticCustomError("duplicate_class", "duplicate class names: {names}",
+                                  {"names": ", ".join(duplicates)})
+    return values
+
+
+class ModelConfig(Section):
+    """The served model: the template it is built from and what it predicts."""
+
+    template: choice("model template", TEMPLATES)  # type: ignore[valid-type]
+    template_params: Params = Field(default_factory=dict)
+    checkpoint: Path | None = Field(None, description="Initial weights (state_dict, loaded with "
+                                    "weights_only=True).")
+    input: InputSpec
+    output_name: str = Field("OUTPUT__0", min_length=1)
+    classes: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1),
+                       AfterValidator(_unique)]
+
+
+class CollectorConfig(Section):
+    """What the collector keeps of the served traffic."""
+
+    sampling_ratio: Share = Field(1.0, description="Share of served requests recorded.")
+    window_size: int = Field(10_000, gt=0, description="Recent records kept in the cache per "
+                             "service.")
+    retention_days: float = Field(30.0, gt=0, description="Age after which unlabeled records "
+                                  "leave the store.")
+
+
+class CacheConfig(Section):
+    """Redis: recent data, counters and the job queue."""
+
+    url: _scheme_url("redis", "rediss", "unix") | None = Field(  # type: ignore[valid-type]
+        None, description="redis:// or unix:// URL; empty: embedded redis-server under data_dir.")
+
+
+class StoreConfig(Section):
+    """MongoDB: the durable record of everything."""
+
+    uri: _scheme_url("mongodb", "mongodb+srv") | None = Field(  # type: ignore[valid-type]
+        None, description="mongodb:// URI; empty: embedded MongoDB-protocol server under data_dir.")
+    database: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]{1,63}$")] = "modelci"
+
+
+class DetectorConfig(Section):
+    """One drift detector on one signal."""
+
+    kind: choice("detector", DETECTORS)  # type: ignore[valid-type]
+    signal: choice("signal", SIGNALS)  # type: ignore[valid-type]
+    params: Params = Field(default_factory=dict, description="Passed to the detector (e.g. "
+                           "River's ADWIN delta).")
+    window: int = Field(500, gt=1, description="Samples per evaluation window.")
+    alpha: float = Field(0.01, gt=0, lt=1, description="Significance level for statistical tests.")
+
+    @model_validator(mode="after")
+    def _signal_fits(self) -> DetectorConfig:
+        allowed = DETECTOR_SIGNALS[self.kind]
+        if self.signal not in allowed:
+            raise field_error("signal", "detector '{kind}' cannot watch '{signal}' (it watches: "
+                              "{allowed})", kind=self.kind, signal=self.signal,
+                              allowed=", ".join(allowed))
+        return self
+
+
+class DriftConfig(Section):
+    detectors: tuple[DetectorConfig, ...] = ()
+    reference_size: int = Field(1000, gt=1, description="Samples in the reference window.")
+
+
+class TimeTrigger(Section):
+    kind: Literal["time"]
+    interval_s: PositiveSeconds
+
+
+class VolumeTrigger(Section):
+    kind: Literal["volume"]
+    new_labels: int | None = Field(None, gt=0, description="Fire after this many new labels.")
+    growth_pct: float | None = Field(None, gt=0, description="Fire when labeled data grew by this "
+                                     "percentage.")
+
+    @model_validator(mode="after")
+    def _one_threshold(self) -> VolumeTrigger:
+        if self.new_labels is None and self.growth_pct is None:
+            raise field_error("new_labels", "set new_labels or growth_pct")
+        return self
+
+
+class PerformanceTrigger(Section):
+    kind: Literal["performance"]
+    metric: choice("metric", ("accuracy",)) = "accuracy"  # type: ignore[valid-type]
+    threshold: Share
+    window: int = Field(200, gt=0, description="Labeled samples in the sliding window.")
+
+
+class DriftTrigger(Section):
+    kind: Literal["drift"]
+    min_detectors: int = Field(1, gt=0, description="Alarms needed in one evaluation round.")
+
+
+Trigger = Annotated[
+    Union[TimeTrigger, VolumeTrigger, PerformanceTrigger, DriftTrigger],
+    Field(discriminator="kind"),
+]
+
+
+class TriggersConfig(Section):
+    cooldown_s: float = Field(300.0, ge=0, description="No new job for a service within this "
+                              "many seconds of the last one.")
+    rules: tuple[Trigger, ...] = ()
+
+
+class ScenarioRules(Section):
+    """How the scenario switch picks the CL scenario of a job."""
+
+    nc_unseen_share: Share = Field(0.05, description="NC when unseen classes make up more than "
+                                   "this share of the new labeled data.")
+    retrain_drift_magnitude: float = Field(0.5, gt=0, description="Offline retrain above this "
+                                           "drift magnitude.")
+    retrain_every: int = Field(0, ge=0, description="Every Nth update is a full retrain "
+                               "(calibration); 0 never.")
+    default: choice("scenario", SCENARIOS) = "ni"  # type: ignore[valid-type]
+
+
+class StrategyConfig(Section):
+    name: choice("strategy", STRATEGIES) = "naive"  # type: ignore[valid-type]
+    params: Params = Field(default_factory=dict, description="e.g. {lambda: 100} for EWC.")
+
+
+class RehearsalConfig(Section):
+    kind: choice("rehearsal buffer", BUFFERS) = "reservoir"  # type: ignore[valid-type]
+    size: int = Field(500, ge=0, description="Samples kept.")
+
+
+class CLConfig(Section):
+    """The CL envelope: how an update job trains the challenger."""
+
+    scenario: ScenarioRules = ScenarioRules()
+    strategy: StrategyConfig = StrategyConfig()
+    rehearsal: RehearsalConfig = RehearsalConfig()
+    mode: choice("training mode", ("stateful", "stateless")) = "stateful"  # type: ignore
+    epochs: int = Field(3, gt=0)
+    batch_size: int = Field(64, gt=0)
+    learning_rate: float = Field(1e-3, gt=0)
+    max_samples: int = Field(20_000, gt=0, description="Training samples per job, new + stored.")
+
+
+class GatesConfig(Section):
+    min_accuracy_gain: float = Field(0.0, ge=-1, le=1, description="Challenger accuracy minus "
+                                     "champion accuracy on the recent holdout.")
+    max_class_drop: Share = Field(0.05, description="Largest allowed per-class accuracy drop on "
+                                  "the historical holdout.")
+    max_p95_latency_increase: float = Field(0.2, ge=0, description="Relative, 0.2 = +20%.")
+    max_model_bytes: int | None = Field(None, gt=0)
+
+
+class ValidationConfig(Section):
+    recent_holdout: int = Field(500, gt=0, description="Recent labeled samples held out.")
+    historical_per_class: int = Field(50, gt=0)
+    gates: GatesConfig = GatesConfig()
+    shadow_requests: int = Field(0, ge=0, description="Mirrored requests before promotion; 0 off.")
+    manual_approval: bool = False
+
+
+class CanaryConfig(Section):
+    share: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    min_requests: int = Field(200, gt=0)
+
+
+class DeploymentConfig(Section):
+    mode: choice("deployment mode", DEPLOY_MODES) = "full"  # type: ignore[valid-type]
+    ratio: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.01, description="Share of weights shipped by sparse and partial updates.")
+    rollout: choice("rollout", ROLLOUTS) = "direct"  # type: ignore[valid-type]
+    canary: CanaryConfig = CanaryConfig()
+
+
+class AnnotatorConfig(Section):
+    kind: choice("annotator", ANNOTATORS) = "none"  # type: ignore[valid-type]
+    url: HttpUrl | None = None
+    token: OptionalSecret = None
+    budget_per_hour: int = Field(100, ge=0)
+
+    @model_validator(mode="after")
+    def _label_studio_needs_endpoint(self) -> AnnotatorConfig:
+        if self.kind == "label_studio" and (self.url is None or self.token is None):
+            missing = "url" if self.url is None else "token"
+            raise field_error(missing, "required for kind 'label_studio'")
+        return self
+
+
+class AuthConfig(Section):
+    bootstrap_admin_token: OptionalSecret = Field(
+        None, description="Admin token to install at first start (use ${VAR}); empty: one is "
+        "generated and printed once.")
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> AuthConfig:
+        token = self.bootstrap_admin_token
+        if token is not None and len(token.get_secret_value()) < 16:
+            raise field_error("bootstrap_admin_token", "must be at least 16 characters")
+        return self
+
+
+class QueueConfig(Section):
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,40}$")] = "modelci"
+    embedded_workers: int = Field(1, ge=0, le=8, description="Worker processes the CLI starts.")
+    job_timeout_s: PositiveSeconds = 3600.0
+
+
+class ServerConfig(Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
+    data_dir: Path = Path(".modelci")
+
+
+class ServiceConfig(Section):
+    """One served model and the CL infrastructure around it: the root of a YAML config file."""
+
+    version: Literal[1] = 1
+    name: Name
+    description: str = ""
+    engine: EngineConfig
+    model: ModelConfig
+    collector: CollectorConfig = CollectorConfig()
+    cache: CacheConfig = CacheConfig()
+    store: StoreConfig = StoreConfig()
+    drift: DriftConfig = DriftConfig()
+    triggers: TriggersConfig = TriggersConfig()
+    cl: CLConfig = CLConfig()
+    validation: ValidationConfig = ValidationConfig()
+    deployment: DeploymentConfig = DeploymentConfig()
+    annotator: AnnotatorConfig = AnnotatorConfig()
+    auth: AuthConfig = AuthConfig()
+    queue: QueueConfig = QueueConfig()
+    server: ServerConfig = ServerConfig()

@@ -1,0 +1,1 @@
+"""The CL profiler (benchmarks) and the service validator (challenger vs champion)."""

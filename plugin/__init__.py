@@ -1,0 +1,1 @@
+"""What engineers run and what touches the serving engine: adapters, proxy, replica agent, CLI."""
