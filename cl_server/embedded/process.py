@@ -58,12 +58,14 @@ class ManagedProcess:
         stop_timeout_s: seconds between SIGTERM and SIGKILL.
         env: environment of the child (default: inherited).
         die_with_parent: ask the kernel to SIGTERM the child when its owner dies.
+        stop_signals: SIGTERMs sent on stop, one second apart (RQ workers take a second one as
+            "stop now" instead of "finish the current job").
     """
 
     def __init__(self, name: str, argv: list[str], run_dir: str | os.PathLike[str],
                  ready: Callable[[], bool], *, ready_timeout_s: float = 30.0,
                  stop_timeout_s: float = 10.0, env: Mapping[str, str] | None = None,
-                 die_with_parent: bool = True):
+                 die_with_parent: bool = True, stop_signals: int = 1):
         self.name = name
         self.argv = argv
         self.run_dir = Path(run_dir)
@@ -72,6 +74,7 @@ class ManagedProcess:
         self.stop_timeout_s = stop_timeout_s
         self.env = dict(env) if env is not None else None
         self.die_with_parent = die_with_parent
+        self.stop_signals = stop_signals
         self.pid_file = self.run_dir / f"{name}.pid"
         self.log_file = self.run_dir / f"{name}.log"
         self._popen: subprocess.Popen[bytes] | None = None
@@ -119,16 +122,30 @@ class ManagedProcess:
         raise EmbeddedServiceError(f"embedded {self.name} {why}; log {self.log_file}:\n{tail}")
 
     def stop(self) -> None:
-        """SIGTERM, wait up to ``stop_timeout_s``, then SIGKILL; remove the pid file."""
-        if self._popen is not None and self._popen.poll() is None:
-            self._popen.send_signal(signal.SIGTERM)
-            try:
-                self._popen.wait(self.stop_timeout_s)
-            except subprocess.TimeoutExpired:
+        """SIGTERM, wait up to ``stop_timeout_s``, then SIGKILL; remove the pid file.
+
+        Whatever the process left in its process group (e.g. a forked work horse) is killed too.
+        """
+        if self._popen is not None:
+            pending = self.stop_signals
+            deadline = time.monotonic() + self.stop_timeout_s
+            while self._popen.poll() is None and time.monotonic() < deadline:
+                if pending:
+                    self._popen.send_signal(signal.SIGTERM)
+                    pending -= 1
+                try:
+                    self._popen.wait(1.0 if pending else max(0.0, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    continue
+            if self._popen.poll() is None:
                 log.warning("%s did not stop in %.0f s; killing it", self.name,
                             self.stop_timeout_s)
                 self._popen.kill()
                 self._popen.wait()
+            try:
+                os.killpg(self._popen.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
         self._popen = None
         self.pid_file.unlink(missing_ok=True)
 

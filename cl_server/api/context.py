@@ -1,0 +1,27 @@
+"""What request handlers reach through ``current_app``: config, store, cache, queue, engine probe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from flask import current_app
+
+from cl_server.config import ServiceConfig
+from cl_server.engine_probe import EngineProbe
+from cl_server.queue import JobQueue
+from cl_server.store import Store
+
+
+@dataclass
+class ServerContext:
+    config: ServiceConfig
+    store: Store
+    cache: redis.Redis
+    queue: JobQueue
+    engine: EngineProbe
+
+
+def ctx() -> ServerContext:
+    """The server context of the current app."""
+    return current_app.extensions["modelci"]

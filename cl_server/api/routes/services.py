@@ -1,0 +1,81 @@
+"""Services under continual learning, their versions and their history."""
+
+from __future__ import annotations
+
+from flask import Blueprint
+
+from cl_server.api.context import ctx
+from cl_server.api.errors import not_found
+from cl_server.api.schemas import DriftQuery, ListQuery, ServicePatch
+from cl_server.api.spec import operation
+from cl_server.auth import Principal
+from cl_server.store import Deployment, DriftEvent, ModelVersion, Role, Service, Validation
+
+bp = Blueprint("services", __name__)
+
+
+def _service(name: str) -> Service:
+    service = ctx().store.get_service(name)
+    if service is None:
+        raise not_found(f"service '{name}'")
+    return service
+
+
+@operation(bp, "/api/services", "GET", summary="List services", role=Role.viewer,
+           response=list[Service])
+def list_services(principal: Principal) -> list[Service]:
+    return ctx().store.list_services()
+
+
+@operation(bp, "/api/services/{name}", "GET", summary="One service", role=Role.viewer,
+           response=Service)
+def get_service(principal: Principal, name: str) -> Service:
+    return _service(name)
+
+
+@operation(bp, "/api/services/{name}", "PATCH", summary="Pause or resume a service",
+           role=Role.engineer, body=ServicePatch, response=Service)
+def patch_service(principal: Principal, name: str, body: ServicePatch) -> Service:
+    _service(name)
+    updated = ctx().store.update_service(name, status=body.status)
+    if updated is None:
+        raise not_found(f"service '{name}'")
+    return updated
+
+
+@operation(bp, "/api/services/{name}/versions", "GET", summary="Model versions, oldest first",
+           role=Role.viewer, response=list[ModelVersion])
+def list_versions(principal: Principal, name: str) -> list[ModelVersion]:
+    _service(name)
+    return ctx().store.list_versions(name)
+
+
+@operation(bp, "/api/services/{name}/versions/{version}", "GET", summary="One model version",
+           role=Role.viewer, response=ModelVersion)
+def get_version(principal: Principal, name: str, version: int) -> ModelVersion:
+    found = ctx().store.get_version(name, version)
+    if found is None:
+        raise not_found(f"version {version} of service '{name}'")
+    return found
+
+
+@operation(bp, "/api/services/{name}/validations", "GET", summary="Validation reports",
+           role=Role.viewer, query=ListQuery, response=list[Validation])
+def list_validations(principal: Principal, name: str, query: ListQuery) -> list[Validation]:
+    _service(name)
+    return ctx().store.list_validations(name, limit=query.limit)
+
+
+@operation(bp, "/api/services/{name}/deployments", "GET", summary="Deployment events",
+           role=Role.viewer, query=ListQuery, response=list[Deployment])
+def list_deployments(principal: Principal, name: str, query: ListQuery) -> list[Deployment]:
+    _service(name)
+    return ctx().store.list_deployments(name, limit=query.limit)
+
+
+@operation(bp, "/api/services/{name}/drift", "GET", summary="Drift evaluations and alarms",
+           role=Role.viewer, query=DriftQuery, response=list[DriftEvent])
+def list_drift(principal: Principal, name: str, query: DriftQuery) -> list[DriftEvent]:
+    _service(name)
+    return ctx().store.list_drift_events(name, since=query.since, alarms_only=query.alarms_only,
+                                         limit=query.limit)

@@ -1,0 +1,101 @@
+"""Request and response bodies of the API that are not store records themselves."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
+
+from cl_server.store import ApiToken
+from cl_server.store.entities import JobStatus, RoleName
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ComponentHealth(BaseModel):
+    ok: bool
+    latency_ms: float | None = None
+    detail: str = ""
+
+
+class HealthReport(BaseModel):
+    status: Literal["ok", "degraded", "down"] = Field(
+        description="ok: all reachable; degraded: the serving engine is not; down: the store or "
+                    "the cache is not (HTTP 503).")
+    components: dict[str, ComponentHealth]
+
+
+class WhoAmI(BaseModel):
+    user: str
+    role: RoleName
+
+
+UserName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.@-]{0,62}$")]
+
+
+class UserIn(Strict):
+    name: UserName
+    role: RoleName
+
+
+class TokenIn(Strict):
+    user: UserName | None = Field(None, description="Whose token (admins only); default: yours.")
+    label: Annotated[str, StringConstraints(max_length=100)] = ""
+
+
+class TokenOut(BaseModel):
+    id: str
+    user: str
+    label: str
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+    @classmethod
+    def of(cls, token: ApiToken) -> TokenOut:
+        return cls.model_validate(token.model_dump())
+
+
+class TokenCreated(BaseModel):
+    token: str = Field(description="The bearer token. Shown only in this response.")
+    record: TokenOut
+
+
+class ServicePatch(Strict):
+    status: Literal["active", "paused"]
+
+
+class JobIn(Strict):
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    service: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")] | None = None
+    params: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+class JobListQuery(Strict):
+    service: str | None = None
+    status: JobStatus | None = None
+    limit: int = Field(100, ge=1, le=500)
+
+
+class LogQuery(Strict):
+    after: int = Field(-1, ge=-1, description="Return lines with seq > after.")
+    limit: int = Field(1000, ge=1, le=5000)
+
+
+class ListQuery(Strict):
+    limit: int = Field(100, ge=1, le=1000)
+
+
+class DriftQuery(Strict):
+    since: datetime | None = None
+    alarms_only: bool = False
+    limit: int = Field(1000, ge=1, le=10000)
+
+
+class JobKindOut(BaseModel):
+    name: str
+    description: str
+    params_schema: dict[str, JsonValue]

@@ -1,0 +1,8 @@
+"""The job queue (RQ over Redis) and the job kinds workers run."""
+
+from cl_server.queue.jobs import JobConflict, JobQueue, JobRejected
+from cl_server.queue.kinds import KINDS, JobCancelled, JobContext, job_kind
+from cl_server.queue.worker import WorkerSettings, run_worker
+
+__all__ = ["KINDS", "JobCancelled", "JobConflict", "JobContext", "JobQueue", "JobRejected",
+           "WorkerSettings", "job_kind", "run_worker"]

@@ -1,0 +1,132 @@
+"""The worker side of the queue: an RQ worker whose jobs record their life in the store.
+
+``modelci-e worker`` calls :func:`run_worker`; any number of workers on any machine may serve the
+same queue as long as they reach the same Redis and store. Each RQ job calls :func:`run_job` in a
+forked work horse, which opens its own store connection (pymongo clients must not cross a fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import traceback
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from rq import Queue, Worker, get_current_job
+from rq.job import Job as RQJob
+
+from cl_server.queue.kinds import KINDS, JobCancelled
+from cl_server.store import MongoStore, Store, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    cache_url: str
+    store_uri: str
+    database: str
+    queue: str
+
+
+_settings: WorkerSettings | None = None
+
+
+def _configured() -> WorkerSettings:
+    if _settings is None:
+        raise RuntimeError("run_job outside a modelci-e worker (no store configured)")
+    return _settings
+
+
+class _RunningJob:
+    """The :class:`~cl_server.queue.kinds.JobContext` of one running job."""
+
+    def __init__(self, job_id: str, store: Store, cache: redis.Redis):
+        self.job_id = job_id
+        self.store = store
+        self.cache = cache
+
+    def log(self, message: str, level: str = "INFO") -> None:
+        self.store.append_job_logs(self.job_id, [(level, message)])
+
+    def check_cancelled(self) -> None:
+        job = self.store.get_job(self.job_id)
+        if job is None or job.cancel_requested or job.status == "cancelled":
+            raise JobCancelled(self.job_id)
+
+
+def run_job(job_id: str) -> dict[str, Any] | None:
+    """Run the stored job ``job_id`` (called by RQ inside the work horse)."""
+    settings = _configured()
+    store = MongoStore(settings.store_uri, settings.database)
+    cache = redis.Redis.from_url(settings.cache_url)
+    try:
+        current = get_current_job()
+        worker_name = current.worker_name if current and current.worker_name else None
+        job = store.transition_job(job_id, "running", ["queued"], started_at=utcnow(),
+                                   worker=worker_name or socket.gethostname())
+        if job is None:
+            log.info("job %s is no longer queued (cancelled?): not running it", job_id)
+            return None
+        ctx = _RunningJob(job_id, store, cache)
+        spec = KINDS[job.kind]
+        ctx.log(f"started {job.kind} on {socket.gethostname()}")
+        try:
+            result = spec.run(ctx, spec.params.model_validate(job.params))
+        except JobCancelled:
+            ctx.log("stopped: cancellation requested", "WARNING")
+            store.transition_job(job_id, "cancelled", ["running"], finished_at=utcnow())
+            return None
+        except Exception as exc:
+            ctx.log("".join(traceback.format_exception(exc)).rstrip(), "ERROR")
+            store.transition_job(job_id, "failed", ["running"], finished_at=utcnow(),
+                                 error=f"{type(exc).__name__}: {exc}")
+            raise
+        if store.transition_job(job_id, "succeeded", ["running"], finished_at=utcnow(),
+                                result=result) is None:
+            ctx.log("finished after it was cancelled; result discarded", "WARNING")
+            return None
+        ctx.log("succeeded")
+        return result
+    finally:
+        store.close()
+        cache.close()
+
+
+def _record_end(job_id: str, status: str, error: str | None) -> None:
+    settings = _configured()
+    store = MongoStore(settings.store_uri, settings.database)
+    try:
+        changed = store.transition_job(job_id, status, ["queued", "running"],  # type: ignore
+                                       finished_at=utcnow(), error=error)
+        if changed is not None and error:
+            store.append_job_logs(job_id, [("ERROR", error)])
+    finally:
+        store.close()
+
+
+def on_rq_failure(job: RQJob, connection: redis.Redis, exc_type: type[BaseException],
+                  exc: BaseException, tb: Any) -> None:
+    """RQ failure callback: covers what :func:`run_job` cannot (timeout, killed work horse)."""
+    _record_end(job.id, "failed", f"{exc_type.__name__}: {exc}")
+
+
+def on_rq_stopped(job: RQJob, connection: redis.Redis) -> None:
+    """RQ stopped callback: the work horse was stopped by a stop-job command."""
+    _record_end(job.id, "cancelled", None)
+
+
+def run_worker(settings: WorkerSettings, name: str | None = None, burst: bool = False) -> None:
+    """Serve the queue until SIGTERM (warm: finish the job) or a second SIGTERM (cold)."""
+    global _settings
+    _settings = settings
+    store = MongoStore(settings.store_uri, settings.database)
+    store.ping()
+    store.close()
+    connection = redis.Redis.from_url(settings.cache_url)
+    worker = Worker([Queue(settings.queue, connection=connection)], connection=connection,
+                    name=name or f"modelci-{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
+    worker.work(burst=burst, with_scheduler=False, logging_level="INFO")

@@ -1,0 +1,144 @@
+"""Start and stop a whole CL server: embedded services, store, cache, workers, HTTP server.
+
+The same sequence runs for embedded defaults and production: whatever the config leaves empty
+(``cache.url``, ``store.uri``) is started locally by :class:`EmbeddedServices`; everything else
+is reached at its URL. Shutdown runs in reverse: HTTP server, workers, connections, embedded
+servers, so nothing is left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+import waitress
+from rq import Worker
+
+from cl_server.api import create_app
+from cl_server.auth import ensure_admin
+from cl_server.config import ServiceConfig
+from cl_server.embedded import EmbeddedServices, ManagedProcess
+from cl_server.queue import WorkerSettings
+from cl_server.store import MongoStore
+
+log = logging.getLogger(__name__)
+
+# Environment a parent hands to the worker processes it starts (not argv: URIs may hold secrets).
+ENV_CACHE_URL = "MODELCI_CACHE_URL"
+ENV_STORE_URI = "MODELCI_STORE_URI"
+ENV_STORE_DB = "MODELCI_STORE_DB"
+ENV_QUEUE = "MODELCI_QUEUE"
+
+
+@dataclass(frozen=True)
+class Started:
+    url: str
+    admin_token: str | None
+    cache_url: str
+    store_uri: str
+    data_dir: Path
+
+
+def worker_process(settings: WorkerSettings, run_dir: Path, index: int) -> ManagedProcess:
+    """A ``modelci-e worker`` child serving ``settings.queue``, ready once registered in Redis."""
+    name = f"modelci-embedded-{index}-{uuid.uuid4().hex[:6]}"
+    env = {**os.environ, ENV_CACHE_URL: settings.cache_url, ENV_STORE_URI: settings.store_uri,
+           ENV_STORE_DB: settings.database, ENV_QUEUE: settings.queue,
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+    def ready() -> bool:
+        connection = redis.Redis.from_url(settings.cache_url)
+        try:
+            return any(w.name == name for w in Worker.all(connection=connection))
+        finally:
+            connection.close()
+
+    # RQ: the first SIGTERM is a warm shutdown (finish the job), the second a cold one.
+    return ManagedProcess(f"worker-{index}",
+                          [sys.executable, "-m", "plugin.cli", "worker", "--name", name],
+                          run_dir, ready, env=env, ready_timeout_s=60, stop_timeout_s=10,
+                          stop_signals=2)
+
+
+class ServerRuntime:
+    """Everything ``modelci-e start`` runs, for one config.
+
+    Parameters:
+        config: the validated service config.
+        data_dir / host / port / workers: override the config's ``server.data_dir``,
+            ``server.host``, ``server.port`` and ``queue.embedded_workers``.
+    """
+
+    def __init__(self, config: ServiceConfig, data_dir: Path | None = None,
+                 host: str | None = None, port: int | None = None, workers: int | None = None):
+        self.config = config
+        self.data_dir = (data_dir or config.server.data_dir).resolve()
+        self.host = host or config.server.host
+        self.port = config.server.port if port is None else port
+        self.workers = config.queue.embedded_workers if workers is None else workers
+        self._embedded: EmbeddedServices | None = None
+        self._worker_procs: list[ManagedProcess] = []
+        self._store: MongoStore | None = None
+        self._cache: redis.Redis | None = None
+        self._server: waitress.server.BaseWSGIServer | None = None
+
+    def start(self) -> Started:
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Started:
+        config = self.config
+        self._embedded = EmbeddedServices(self.data_dir, cache=config.cache.url is None,
+                                          store=config.store.uri is None)
+        endpoints = self._embedded.start()
+        cache_url = config.cache.url or endpoints.cache_url
+        store_uri = config.store.uri or endpoints.store_uri
+        assert cache_url and store_uri
+        self._store = MongoStore(store_uri, config.store.database)
+        self._store.ping()
+        self._cache = redis.Redis.from_url(cache_url)
+        self._cache.ping()
+        app = create_app(config, self._store, self._cache)
+        bootstrap = config.auth.bootstrap_admin_token
+        admin_token = ensure_admin(self._store,
+                                   bootstrap.get_secret_value() if bootstrap else None)
+        settings = WorkerSettings(cache_url, store_uri, config.store.database, config.queue.name)
+        for index in range(1, self.workers + 1):
+            proc = worker_process(settings, self.data_dir / "run", index)
+            proc.start()
+            self._worker_procs.append(proc)
+        self._server = waitress.create_server(app, host=self.host, port=self.port, threads=8,
+                                              clear_untrusted_proxy_headers=True)
+        url = f"http://{self.host}:{self._server.effective_port}"
+        return Started(url=url, admin_token=admin_token, cache_url=cache_url,
+                       store_uri=store_uri, data_dir=self.data_dir)
+
+    def serve_forever(self) -> None:
+        """Serve HTTP until KeyboardInterrupt or SystemExit (the CLI maps SIGTERM to it)."""
+        assert self._server is not None
+        self._server.run()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for proc in reversed(self._worker_procs):
+            proc.stop()
+        self._worker_procs.clear()
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        if self._cache is not None:
+            self._cache.close()
+            self._cache = None
+        if self._embedded is not None:
+            self._embedded.stop()
+            self._embedded = None

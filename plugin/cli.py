@@ -1,0 +1,247 @@
+"""``modelci-e``: the command engineers run.
+
+Commands:
+    validate-config FILE...   check config files; exit 2 listing every invalid field
+    start CONFIG              run the CL server for a config (embedded Redis/MongoDB if no URL)
+    demo                      run the server on the embedded defaults (cl_server/config/demo.yaml)
+    worker [CONFIG]           run a job worker on the same Redis and store
+    token create              issue an API token directly in the store (e.g. a lost admin token)
+    openapi / config-schema   print the API document / the config's JSON schema
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+from importlib import resources
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+from rich.console import Console
+from rich.panel import Panel
+
+from cl_server.config import ConfigError, ServiceConfig, load_config
+
+console = Console(stderr=True, highlight=False)
+EXIT_INVALID = 2
+
+
+def demo_config_path() -> Path:
+    return Path(str(resources.files("cl_server.config").joinpath("demo.yaml")))
+
+
+def _load_or_exit(path: Path) -> ServiceConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        console.print(str(exc), markup=False)
+        sys.exit(EXIT_INVALID)
+
+
+def _fail(message: str) -> NoReturn:
+    console.print(f"[bold red]error:[/] {message}")
+    sys.exit(1)
+
+
+def _raise_keyboard_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", is_flag=True, help="Log at DEBUG level.")
+def cli(verbose: bool) -> None:
+    """ModelCI-e: continual learning for models served by Triton or TF-Serving."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)
+
+
+@cli.command("validate-config")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def validate_config(files: tuple[Path, ...]) -> None:
+    """Check config FILES; print every invalid field by path; exit 2 if any is invalid."""
+    failed = False
+    for file in files:
+        try:
+            config = load_config(file)
+        except ConfigError as exc:
+            failed = True
+            click.echo(str(exc), err=True)
+            continue
+        click.echo(f"{file}: ok (service '{config.name}', engine {config.engine.kind})")
+    if failed:
+        sys.exit(EXIT_INVALID)
+
+
+def _run_server(config: ServiceConfig, data_dir: Path | None, host: str | None,
+                port: int | None, workers: int | None, title: str) -> None:
+    from cl_server.embedded import EmbeddedServiceError
+    from cl_server.runtime import ServerRuntime
+    from cl_server.store import StoreError
+
+    runtime = ServerRuntime(config, data_dir=data_dir, host=host, port=port, workers=workers)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_keyboard_interrupt)
+    try:
+        try:
+            started = runtime.start()
+        except (EmbeddedServiceError, StoreError, OSError) as exc:
+            _fail(str(exc))
+        lines = [f"service     [bold]{config.name}[/] ({config.engine.kind}, "
+                 f"model '{config.engine.model_name}')",
+                 f"API         [bold cyan]{started.url}/api[/]",
+                 f"API docs    {started.url}/api/openapi.json",
+                 f"health      {started.url}/api/health",
+                 f"cache       {started.cache_url}",
+                 f"store       {started.store_uri}",
+                 f"data dir    {started.data_dir}"]
+        if started.admin_token:
+            lines.append(f"admin token [bold yellow]{started.admin_token}[/]  (shown once; "
+                         "keep it: 'Authorization: Bearer <token>')")
+        lines.append("Ctrl-C stops the server and everything it started.")
+        console.print(Panel("\n".join(lines), title=title, expand=False))
+        # Plain line for scripts that wait for the server (the panel may wrap).
+        print(f"MODELCI_URL={started.url}", flush=True)
+        runtime.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        console.print("stopping...")
+        runtime.stop()
+        console.print("stopped.")
+
+
+@cli.command()
+@click.argument("config_file", type=click.Path(path_type=Path))
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Override server.data_dir.")
+@click.option("--host", help="Override server.host.")
+@click.option("--port", type=int, help="Override server.port (0: any free port).")
+@click.option("--workers", type=int, help="Override queue.embedded_workers.")
+def start(config_file: Path, data_dir: Path | None, host: str | None, port: int | None,
+          workers: int | None) -> None:
+    """Run the CL server for CONFIG_FILE (embedded Redis/MongoDB where no URL is set)."""
+    config = _load_or_exit(config_file)
+    _run_server(config, data_dir, host, port, workers, f"modelci-e: {config.name}")
+
+
+@cli.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), help="Default ./.modelci.")
+@click.option("--host", help="Default 127.0.0.1.")
+@click.option("--port", type=int, help="Default 8080 (0: any free port).")
+def demo(data_dir: Path | None, host: str | None, port: int | None) -> None:
+    """Run the CL server on the embedded defaults (a real redis-server, a MongoDB-protocol
+    server, one worker)."""
+    config = _load_or_exit(demo_config_path())
+    _run_server(config, data_dir, host, port, None, "modelci-e demo (embedded defaults)")
+
+
+def _worker_settings(config_file: Path | None, data_dir: Path | None) -> Any:
+    from cl_server.embedded import read_endpoints
+    from cl_server.queue import WorkerSettings
+    from cl_server.runtime import ENV_CACHE_URL, ENV_QUEUE, ENV_STORE_DB, ENV_STORE_URI
+
+    if os.environ.get(ENV_CACHE_URL) and os.environ.get(ENV_STORE_URI):
+        return WorkerSettings(os.environ[ENV_CACHE_URL], os.environ[ENV_STORE_URI],
+                              os.environ.get(ENV_STORE_DB, "modelci"),
+                              os.environ.get(ENV_QUEUE, "modelci"))
+    config = _load_or_exit(config_file or demo_config_path())
+    cache_url, store_uri = config.cache.url, config.store.uri
+    if cache_url is None or store_uri is None:
+        directory = data_dir or config.server.data_dir
+        endpoints = read_endpoints(directory)
+        if endpoints is None:
+            _fail(f"the config sets no cache.url/store.uri and no 'modelci-e start' runs with "
+                  f"data dir {directory.resolve()}: start the server first or set the URLs")
+        cache_url = cache_url or endpoints.cache_url
+        store_uri = store_uri or endpoints.store_uri
+    return WorkerSettings(cache_url, store_uri, config.store.database, config.queue.name)
+
+
+@cli.command()
+@click.argument("config_file", required=False, type=click.Path(path_type=Path))
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="Where a local 'modelci-e start' keeps its embedded services.")
+@click.option("--name", help="Worker name (default: host and a random suffix).")
+@click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+def worker(config_file: Path | None, data_dir: Path | None, name: str | None,
+           burst: bool) -> None:
+    """Run a job worker. Any machine reaching the same Redis and store can run more."""
+    from cl_server.queue import run_worker
+    from cl_server.store import StoreError
+
+    settings = _worker_settings(config_file, data_dir)
+    try:
+        run_worker(settings, name=name, burst=burst)
+    except StoreError as exc:
+        _fail(str(exc))
+
+
+@cli.group()
+def token() -> None:
+    """Manage API tokens directly in the store (when no admin token is at hand)."""
+
+
+@token.command("create")
+@click.argument("config_file", required=False, type=click.Path(path_type=Path))
+@click.option("--user", default="admin", show_default=True)
+@click.option("--role", type=click.Choice(["viewer", "researcher", "engineer", "admin"]),
+              help="Create the user with this role if it does not exist.")
+@click.option("--label", default="cli", show_default=True)
+@click.option("--data-dir", type=click.Path(path_type=Path))
+def token_create(config_file: Path | None, user: str, role: str | None, label: str,
+                 data_dir: Path | None) -> None:
+    """Issue a token for USER and print it (once)."""
+    from cl_server.auth import issue_token
+    from cl_server.embedded import EmbeddedServices, read_endpoints
+    from cl_server.store import MongoStore, User
+
+    config = _load_or_exit(config_file or demo_config_path())
+    directory = (data_dir or config.server.data_dir).resolve()
+    embedded = None
+    uri = config.store.uri
+    if uri is None:
+        endpoints = read_endpoints(directory)
+        if endpoints is None or endpoints.store_uri is None:
+            embedded = EmbeddedServices(directory, cache=False, store=True)
+            endpoints = embedded.start()
+        uri = endpoints.store_uri
+    store = MongoStore(uri, config.store.database)
+    try:
+        if store.get_user(user) is None:
+            if role is None:
+                _fail(f"user '{user}' does not exist; pass --role to create it")
+            store.add_user(User(name=user, role=role))  # type: ignore[arg-type]
+        _, clear = issue_token(store, user, label)
+        click.echo(clear)
+    finally:
+        store.close()
+        if embedded is not None:
+            embedded.stop()
+
+
+@cli.command()
+def openapi() -> None:
+    """Print the API's OpenAPI 3.1 document."""
+    import cl_server.api  # noqa: F401 - registers every route
+    from cl_server import __version__
+    from cl_server.api.spec import openapi_document
+
+    click.echo(json.dumps(openapi_document("ModelCI-e CL server", __version__), indent=2))
+
+
+@cli.command("config-schema")
+def config_schema() -> None:
+    """Print the JSON schema of the service config."""
+    click.echo(json.dumps(ServiceConfig.model_json_schema(), indent=2))
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()
