@@ -183,6 +183,8 @@ def test_users_and_tokens(store: MongoStore) -> None:
     assert revoked.revoked_at == T0 and revoked.last_used_at == T0
     assert store.list_tokens("ann") == [revoked]
     assert store.list_users() == [user]
+    disabled = store.update_user("ann", disabled=True, role="viewer")
+    assert store.get_user("ann") == disabled and disabled.disabled is True
 
 
 def test_unreachable_store_raises_store_error() -> None:

@@ -96,7 +96,11 @@ def register_error_handlers(app: Flask) -> None:
         messages = {404: "no such endpoint", 405: "method not allowed for this endpoint",
                     413: f"request body too large (limit "
                          f"{app.config.get('MAX_CONTENT_LENGTH')} bytes)"}
-        return error_response(status, messages.get(status, exc.description or exc.name))
+        response, code = error_response(status, messages.get(status, exc.description or exc.name))
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value  # e.g. Allow on 405
+        return response, code
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:

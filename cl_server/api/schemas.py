@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints
 
+from cl_server.queue import KINDS
 from cl_server.store import ApiToken
 from cl_server.store.entities import JobStatus, RoleName
 
@@ -68,8 +69,32 @@ class ServicePatch(Strict):
     status: Literal["active", "paused"]
 
 
+def _one_of_kinds(schema: dict[str, Any]) -> None:
+    """Document the body as one alternative per registered job kind, each with its parameters.
+
+    Built when the document is generated, so kinds registered by later modules appear too.
+    """
+    alternatives = []
+    for name in sorted(KINDS):
+        params = KINDS[name].params.model_json_schema()
+        if "$defs" in params:
+            raise ValueError(f"job kind '{name}': parameters must be flat to be documented")
+        params.pop("title", None)
+        alternatives.append({
+            "type": "object", "additionalProperties": False, "required": ["kind"],
+            "properties": {"kind": {"const": name},
+                           "service": schema["properties"]["service"],
+                           "params": params}})
+    schema.clear()
+    schema.update({"title": "JobIn", "oneOf": alternatives})
+
+
 class JobIn(Strict):
-    kind: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    """A job to submit: its kind, the service it concerns, the kind's parameters."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_one_of_kinds)
+    kind: Annotated[str, StringConstraints(min_length=1, max_length=64)] = Field(
+        description="A registered job kind (GET /api/job-kinds).")
     service: Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")] | None = None
     params: dict[str, JsonValue] = Field(default_factory=dict)
 

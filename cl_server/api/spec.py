@@ -92,7 +92,8 @@ def _parse_body(model: type[BaseModel]) -> BaseModel:
     if not isinstance(data, dict):
         raise ApiError(400, "bad_request",
                        f"request body must be a JSON object (got {type(data).__name__})")
-    return _validate(model, data, "body")
+    # Strict JSON validation: 0 is not false and "1" is not 1, while ISO dates stay valid.
+    return _validate(model, raw, "body")
 
 
 def _parse_query(model: type[BaseModel]) -> BaseModel:
@@ -103,8 +104,10 @@ def _parse_query(model: type[BaseModel]) -> BaseModel:
     return _validate(model, data, "query")
 
 
-def _validate(model: type[BaseModel], data: dict[str, Any], where: str) -> BaseModel:
+def _validate(model: type[BaseModel], data: dict[str, Any] | bytes, where: str) -> BaseModel:
     try:
+        if isinstance(data, bytes):
+            return model.model_validate_json(data, strict=True)
         return model.model_validate(data)
     except ValidationError as exc:
         details = [{"path": ".".join(str(p) for p in e["loc"]) or where,
@@ -217,8 +220,9 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
             item["security"] = [{"bearer": []}]
             item["responses"]["401"] = _error_response("Missing, unknown or revoked token.")
             item["responses"]["403"] = _error_response(f"Needs the '{op.role.name}' role.")
-        if op.path_params:
-            item["responses"]["404"] = _error_response("No such resource.")
+        if op.path_params or op.role is not None:
+            item["responses"]["404"] = _error_response("No such resource (in the path or a "
+                                                       "resource the body names).")
         if op.method in ("post", "patch", "delete", "put"):
             item["responses"]["409"] = _error_response("Conflicts with the resource's state.")
         item["responses"]["503"] = _error_response("The store or cache is unreachable.")

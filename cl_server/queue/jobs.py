@@ -64,7 +64,7 @@ class JobQueue:
             raise JobRejected(f"unknown job kind '{kind}' (expected one of: "
                               f"{', '.join(sorted(KINDS))})")
         try:
-            checked = spec.params.model_validate(params or {})
+            checked = spec.params.model_validate(params or {}, strict=True)
         except ValidationError as exc:
             details = [{"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
                        for e in exc.errors(include_url=False)]
@@ -84,11 +84,14 @@ class JobQueue:
             raise
         return job
 
-    def cancel(self, job_id: str) -> Job:
+    def cancel(self, job_id: str, actor: str | None = None) -> Job:
         """Cancel a queued or running job; raise :class:`JobConflict` if it already ended."""
         job = self.store.get_job(job_id)
         if job is None:
             raise KeyError(job_id)
+        if job.status in ("queued", "running"):
+            self.store.append_job_logs(job_id, [("WARNING", f"cancel requested by "
+                                                            f"{actor or 'an operator'}")])
         done = self.store.transition_job(job_id, "cancelled", ["queued"], finished_at=utcnow(),
                                          cancel_requested=True)
         if done is not None:

@@ -158,6 +158,9 @@ class Store(ABC):
     def list_users(self) -> list[User]: ...
 
     @abstractmethod
+    def update_user(self, name: str, **changes: object) -> User | None: ...
+
+    @abstractmethod
     def add_token(self, token: ApiToken) -> ApiToken: ...
 
     @abstractmethod

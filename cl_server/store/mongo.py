@@ -330,6 +330,9 @@ class MongoStore(Store):
     def list_users(self) -> list[User]:
         return self._find(User, {}, sort=[("_id", 1)])
 
+    def update_user(self, name: str, **changes: object) -> User | None:
+        return self._update(User, name, dict(changes))
+
     def add_token(self, token: ApiToken) -> ApiToken:
         return self._insert(token)
 

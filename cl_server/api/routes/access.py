@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from flask import Blueprint
+
 from cl_server.api.context import ctx
 from cl_server.api.errors import ApiError, not_found
 from cl_server.api.schemas import TokenCreated, TokenIn, TokenOut, UserIn, WhoAmI
 from cl_server.api.spec import operation
 from cl_server.auth import Principal, issue_token
 from cl_server.store import Role, User, utcnow
-from flask import Blueprint
 
 bp = Blueprint("access", __name__)
 
@@ -45,8 +46,7 @@ def create_token(principal: Principal, body: TokenIn) -> TokenCreated:
     if user != principal.user and principal.role < Role.admin:
         raise ApiError(403, "forbidden", "only admins issue tokens for other users")
     if ctx().store.get_user(user) is None:
-        raise ApiError(422, "validation_failed", f"user '{user}' does not exist",
-                       [{"path": "user", "message": "no such user"}])
+        raise not_found(f"user '{user}'")
     record, clear = issue_token(ctx().store, user, body.label)
     return TokenCreated(token=clear, record=TokenOut.of(record))
 

@@ -60,4 +60,4 @@ def job_logs(principal: Principal, job_id: str, query: LogQuery) -> list[JobLog]
            role=Role.engineer, response=Job)
 def cancel_job(principal: Principal, job_id: str) -> Job:
     _job(job_id)
-    return ctx().queue.cancel(job_id)
+    return ctx().queue.cancel(job_id, actor=principal.user)
