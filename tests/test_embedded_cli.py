@@ -499,9 +499,10 @@ def test_store_and_cache_data_survive_a_restart(tmp_path: Path) -> None:
             client.close()
 
 
-def test_long_data_dir_path_uses_a_short_socket_path(tmp_path: Path) -> None:
-    data_dir = tmp_path / ("long-data-dir-" + "x" * 100) / "nested"
-    assert len(str(data_dir)) > 110
+@pytest.mark.parametrize("leaf", ["long-data-dir-" + "x" * 100, "é" * 40, 'my data "dir"'],
+                         ids=["long", "non-ascii", "spaces-quotes"])
+def test_long_data_dir_path_uses_a_short_socket_path(tmp_path: Path, leaf: str) -> None:
+    data_dir = tmp_path / leaf / "nested"
     socket_path: Path | None = None
     try:
         with EmbeddedServices(data_dir, cache=True, store=True) as services:

@@ -80,7 +80,7 @@ def _locked_by_other(lock_path: Path) -> bool:
 
 def _socket_path(redis_dir: Path) -> Path:
     path = redis_dir / "redis.sock"
-    if len(str(path)) <= _MAX_SOCKET_PATH:
+    if len(os.fsencode(path)) <= _MAX_SOCKET_PATH:
         return path
     digest = hashlib.sha1(str(redis_dir).encode()).hexdigest()[:12]
     short = Path(tempfile.gettempdir()) / f"modelci-{digest}"
@@ -97,9 +97,9 @@ def redis_process(data_dir: Path) -> tuple[ManagedProcess, str]:
     conf = redis_dir / "redis.conf"
     conf.write_text("\n".join([
         "port 0",
-        f"unixsocket {sock}",
+        f"unixsocket {json.dumps(str(sock), ensure_ascii=False)}",
         "unixsocketperm 700",
-        f"dir {redis_dir}",
+        f"dir {json.dumps(str(redis_dir), ensure_ascii=False)}",
         "dbfilename dump.rdb",
         # Snapshot often enough that queued jobs and counters survive a crash of the owner.
         "save 60 1",
