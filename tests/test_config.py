@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from cl_server.config import ConfigError, ServiceConfig, load_config, parse_config
 
@@ -148,5 +149,5 @@ def test_empty_file_names_required_sections(tmp_path: Path) -> None:
 
 def test_config_is_frozen() -> None:
     config = parse_config(BASE, env={})
-    with pytest.raises(Exception):
+    with pytest.raises(ValidationError, match="frozen"):
         config.name = "other"  # type: ignore[misc]

@@ -127,3 +127,12 @@ def test_bad_submissions_queue_nothing(queue: JobQueue, store: MongoStore) -> No
 def test_job_ids_unique_across_submissions(queue: JobQueue) -> None:
     ids = {queue.submit("healthcheck").id for _ in range(20)}
     assert len(ids) == 20 and queue.depth() == 20
+
+
+def test_job_of_a_kind_the_worker_lacks_fails_clearly(queue: JobQueue, store: MongoStore,
+                                                      worker: None) -> None:
+    job = store.add_job(Job(kind="retired-kind"))
+    queue.queue.enqueue("cl_server.queue.worker.run_job", job.id, job_id=job.id)
+    done = wait_for(store, job.id, terminal)
+    assert done.status == "failed"
+    assert done.error.startswith("LookupError: this worker has no job kind 'retired-kind'")

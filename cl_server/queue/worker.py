@@ -72,9 +72,12 @@ def run_job(job_id: str) -> dict[str, Any] | None:
             log.info("job %s is no longer queued (cancelled?): not running it", job_id)
             return None
         ctx = _RunningJob(job_id, store, cache)
-        spec = KINDS[job.kind]
         ctx.log(f"started {job.kind} on {socket.gethostname()}")
         try:
+            spec = KINDS.get(job.kind)
+            if spec is None:
+                raise LookupError(f"this worker has no job kind '{job.kind}' (it has: "
+                                  f"{', '.join(sorted(KINDS))}); is it an older version?")
             result = spec.run(ctx, spec.params.model_validate(job.params))
         except JobCancelled:
             ctx.log("stopped: cancellation requested", "WARNING")
