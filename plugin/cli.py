@@ -19,8 +19,10 @@ import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
+from urllib.parse import urlsplit, urlunsplit
 
 import click
+import redis
 from rich.console import Console
 from rich.panel import Panel
 
@@ -40,6 +42,19 @@ def _load_or_exit(path: Path) -> ServiceConfig:
     except ConfigError as exc:
         console.print(str(exc), markup=False)
         sys.exit(EXIT_INVALID)
+
+
+def redact(url: str) -> str:
+    """``scheme://user:secret@host`` -> ``scheme://user:***@host`` for printing.
+
+    >>> redact("mongodb://app:s3cret@db:27017/x"), redact("unix:///tmp/r.sock")
+    ('mongodb://app:***@db:27017/x', 'unix:///tmp/r.sock')
+    """
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _fail(message: str) -> NoReturn:
@@ -91,13 +106,15 @@ def _run_server(config: ServiceConfig, data_dir: Path | None, host: str | None,
             started = runtime.start()
         except (EmbeddedServiceError, StoreError, OSError) as exc:
             _fail(str(exc))
+        except redis.RedisError as exc:
+            _fail(f"cache (Redis) unreachable: {exc}")
         lines = [f"service     [bold]{config.name}[/] ({config.engine.kind}, "
                  f"model '{config.engine.model_name}')",
                  f"API         [bold cyan]{started.url}/api[/]",
                  f"API docs    {started.url}/api/openapi.json",
                  f"health      {started.url}/api/health",
-                 f"cache       {started.cache_url}",
-                 f"store       {started.store_uri}",
+                 f"cache       {redact(started.cache_url)}",
+                 f"store       {redact(started.store_uri)}",
                  f"data dir    {started.data_dir}"]
         if started.admin_token:
             lines.append(f"admin token [bold yellow]{started.admin_token}[/]  (shown once; "
@@ -178,6 +195,8 @@ def worker(config_file: Path | None, data_dir: Path | None, name: str | None,
         run_worker(settings, name=name, burst=burst)
     except StoreError as exc:
         _fail(str(exc))
+    except redis.RedisError as exc:
+        _fail(f"cache (Redis) unreachable: {exc}")
 
 
 @cli.group()

@@ -80,9 +80,11 @@ def test_public_endpoints_need_no_token(client: FlaskClient) -> None:
     health = client.get("/api/health")
     assert health.status_code == 200
     body = health.get_json()
-    assert body["status"] == "degraded"  # the engine URL points at a closed port
+    assert body["status"] == "degraded"  # no worker, and the engine URL is a closed port
     assert body["components"]["store"]["ok"] and body["components"]["cache"]["ok"]
     assert body["components"]["engine"]["ok"] is False
+    assert body["components"]["queue"] == {"ok": False, "latency_ms": pytest.approx(
+        body["components"]["queue"]["latency_ms"]), "detail": "0 queued, 0 workers"}
     assert client.get("/api/openapi.json").status_code == 200
 
 

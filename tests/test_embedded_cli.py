@@ -715,3 +715,25 @@ def test_token_create_without_a_running_server(tmp_path: Path) -> None:
             store.close()
     finally:
         services.stop()
+
+
+# --------------------------------------------------------------------------- unreachable services
+
+
+@pytest.mark.parametrize(("section", "expected"), [
+    ("cache: {url: 'redis://:pw@127.0.0.1:9/0'}", "cache (Redis) unreachable"),
+    ("store: {uri: 'mongodb://127.0.0.1:9/?serverSelectionTimeoutMS=300'}", "store unavailable"),
+], ids=["redis", "mongodb"])
+def test_start_with_unreachable_external_service_fails_clearly(tmp_path: Path, section: str,
+                                                                expected: str) -> None:
+    config = tmp_path / "svc.yaml"
+    config.write_text("name: svc\nengine: {kind: triton, model_name: m}\n"
+                      "model: {template: mlp, input: {shape: [4]}, classes: [a, b]}\n"
+                      f"{section}\nqueue: {{embedded_workers: 0}}\n")
+    result = run_cli("start", str(config), "--data-dir", str(tmp_path / "data"), "--port", "0",
+                     cwd=tmp_path)
+    output = flat(result.stdout + result.stderr)
+    assert result.returncode == 1, output
+    assert expected in output
+    assert "Traceback" not in output and ":pw@" not in output
+    assert pid_file_processes(tmp_path / "data" / "run") == {}

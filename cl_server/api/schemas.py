@@ -24,8 +24,8 @@ class ComponentHealth(BaseModel):
 
 class HealthReport(BaseModel):
     status: Literal["ok", "degraded", "down"] = Field(
-        description="ok: all reachable; degraded: the serving engine is not; down: the store or "
-                    "the cache is not (HTTP 503).")
+        description="ok: all reachable; degraded: no worker or the serving engine unreachable; "
+                    "down: the store or the cache unreachable (HTTP 503).")
     components: dict[str, ComponentHealth]
 
 
