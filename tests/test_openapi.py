@@ -100,3 +100,13 @@ def test_schemathesis_sent_enough_requests_and_saw_no_5xx(live: Live) -> None:
     assert live.requests >= MIN_REQUESTS, live.requests
     assert live.server_errors == []
     print(f"schemathesis: {live.requests} requests, no 5xx")
+
+
+def test_every_mutating_operation_requires_a_role() -> None:
+    from cl_server.api.spec import OPERATIONS
+
+    mutating = [op for op in OPERATIONS if op.method != "get"]
+    assert mutating
+    assert [f"{op.method} {op.path}" for op in mutating if op.role is None] == []
+    public = sorted(op.path for op in OPERATIONS if op.role is None)
+    assert public == ["/api/health", "/api/openapi.json"]
