@@ -252,6 +252,78 @@ def openapi() -> None:
     click.echo(json.dumps(openapi_document("ModelCI-e CL server", __version__), indent=2))
 
 
+@cli.group()
+def bench() -> None:
+    """Benchmarks (the CL profiler)."""
+
+
+@bench.command("cl")
+@click.option("--scenario", default="split-mnist", show_default=True,
+              help="Scenario name (split-mnist, split-digits, rotated-mnist, ...).")
+@click.option("--strategies", default="naive,ewc,si,lwf,mas,replay,proactive,full-retrain",
+              show_default=True, help="Comma-separated strategies.")
+@click.option("--seeds", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 100), default=None,
+              help="Epochs per experience (default 2; 1 with --quick).")
+@click.option("--template", default=None, help="Model template (default mlp 400-400).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=Path("bench-results/cl"),
+              show_default=True)
+@click.option("--quick", is_flag=True, help="Small suite for CI: split-digits, 1 seed, 1 epoch.")
+def bench_cl(scenario: str, strategies: str, seeds: int, epochs: int | None,
+             template: str | None, out_dir: Path, quick: bool) -> None:
+    """Run CL strategies over a scenario and seeds; print ACC/BWT/FWT/forgetting and cost."""
+    import torch
+    from rich.progress import Progress
+    from rich.table import Table
+
+    from evaluator.profiler import PROFILER_STRATEGIES, BenchSettings, run_strategy
+    from evaluator.report import table_rows, write_report
+    from model_factory.scenarios import make_scenario
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    unknown = [s for s in names if s not in PROFILER_STRATEGIES]
+    if unknown or not names:
+        console.print(f"--strategies: unknown strategy {', '.join(map(repr, unknown)) or '(none)'}"
+                      f" (expected some of: {', '.join(PROFILER_STRATEGIES)})", markup=False)
+        sys.exit(EXIT_INVALID)
+    if quick:
+        scenario, seeds = ("split-digits" if scenario == "split-mnist" else scenario), 1
+    settings = BenchSettings(epochs=epochs or (1 if quick else 2),
+                             buffer_size=200 if quick else 500,
+                             **({"template": template, "template_params": {}} if template else {}))
+    try:
+        built = [make_scenario(scenario, seed=seed) for seed in range(seeds)]
+    except ValueError as exc:
+        console.print(f"--scenario: {exc}", markup=False)
+        sys.exit(EXIT_INVALID)
+    results = []
+    steps = seeds * len(names) * len(built[0].experiences)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task(f"{scenario}: {len(names)} strategies x {seeds} seeds",
+                                 total=steps)
+        for seed, scn in enumerate(built):
+            for name in names:
+                progress.update(task, description=f"{scenario} seed {seed}: {name}")
+                try:
+                    results.append(run_strategy(scn, name, seed, settings,
+                                                lambda _: progress.advance(task)))
+                except ValueError as exc:
+                    _fail(f"{name} (seed {seed}): {exc}")
+    rows = table_rows(results)
+    table = Table(title=f"{scenario} - {seeds} seed(s), {settings.epochs} epoch(s)/experience, "
+                        f"accuracies in %")
+    for header in rows[0]:
+        table.add_column(header, justify="left" if header == "strategy" else "right")
+    for row in rows[1:]:
+        table.add_row(*row)
+    Console().print(table)
+    meta = {"scenario": scenario, "seeds": seeds, "strategies": names, "quick": quick,
+            "settings": {k: v for k, v in vars(settings).items()}}
+    for path in write_report(results, meta, out_dir):
+        console.print(f"wrote {path}")
+
+
 @cli.command("config-schema")
 def config_schema() -> None:
     """Print the JSON schema of the service config."""
