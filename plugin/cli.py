@@ -317,7 +317,7 @@ def bench_cl(scenario: str, strategies: str, seeds: int, epochs: int | None,
         table.add_column(header, justify="left" if header == "strategy" else "right")
     for row in rows[1:]:
         table.add_row(*row)
-    Console().print(table)
+    Console(width=max(132, Console().width)).print(table)
     meta = {"scenario": scenario, "seeds": seeds, "strategies": names, "quick": quick,
             "settings": {k: v for k, v in vars(settings).items()}}
     for path in write_report(results, meta, out_dir):
