@@ -53,7 +53,7 @@ class BenchSettings:
     replay_ratio: float = 0.5
     proactive_trigger: int = 32
     strategy_params: dict[str, dict[str, Any]] = field(default_factory=lambda: {
-        "ewc": {"lambda": 5000.0}, "si": {"c": 1.0, "xi": 0.1}, "lwf": {"alpha": 1.0,
+        "ewc": {"lambda": 5000.0}, "si": {"c": 50.0, "xi": 0.1}, "lwf": {"alpha": 1.0,
                                                                          "temperature": 2.0},
         "mas": {"lambda": 1.0}})
 

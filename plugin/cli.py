@@ -324,6 +324,66 @@ def bench_cl(scenario: str, strategies: str, seeds: int, epochs: int | None,
         console.print(f"wrote {path}")
 
 
+@bench.command("stream")
+@click.option("--dataset", type=click.Choice(["mnist", "digits"]), default="mnist",
+              show_default=True)
+@click.option("--updates", type=click.IntRange(2, 100), default=10, show_default=True)
+@click.option("--samples-per-update", type=click.IntRange(8, 100_000), default=400,
+              show_default=True)
+@click.option("--epochs", type=click.IntRange(1, 100), default=5, show_default=True,
+              help="Epochs of each full retraining.")
+@click.option("--trigger", type=click.IntRange(1, 100_000), default=32, show_default=True,
+              help="t: new samples per proactive step.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=128, show_default=True,
+              help="b: samples per step.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              default=Path("bench-results/stream"), show_default=True)
+@click.option("--quick", is_flag=True, help="digits, 4 updates of 128: for CI.")
+def bench_stream(dataset: str, updates: int, samples_per_update: int, epochs: int, trigger: int,
+                 batch_size: int, seed: int, out_dir: Path, quick: bool) -> None:
+    """Proactive training vs full retraining on a stream: accuracy and cost per update."""
+    import torch
+    from rich.table import Table
+
+    from evaluator.stream_bench import StreamSettings, run_stream
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    if quick:
+        dataset, updates, samples_per_update = "digits", 4, 128
+    settings = StreamSettings(dataset=dataset, updates=updates,
+                              samples_per_update=samples_per_update,
+                              test_size=300 if dataset == "digits" else 1000, epochs=epochs,
+                              batch_size=batch_size, trigger=trigger, seed=seed)
+    try:
+        with console.status("training over the stream..."):
+            results = run_stream(settings)
+    except ValueError as exc:
+        console.print(f"error: {exc}", markup=False)
+        sys.exit(EXIT_INVALID)
+    full = results["full-retrain"].summary()
+    table = Table(title=f"{dataset} stream: {updates} updates x {samples_per_update} samples; "
+                        f"proactive t={trigger}, b={batch_size}; full retrain {epochs} epochs")
+    for header in ("strategy", "final acc %", "prequential %", "samples trained",
+                   "vs full retrain", "train s", "cost update N / 1", "time update N / 1"):
+        table.add_column(header, justify="left" if header == "strategy" else "right")
+    summaries = {}
+    for name, result in results.items():
+        row = summaries[name] = result.summary()
+        table.add_row(name, f"{row['final_accuracy'] * 100:.1f}",
+                      f"{row['mean_prequential'] * 100:.1f}", f"{row['total_samples']:.0f}",
+                      f"{row['total_samples'] / full['total_samples'] * 100:.1f}%",
+                      f"{row['total_wall_s']:.2f}", f"{row['cost_last_over_first']:.2f}",
+                      f"{row['wall_last_over_first']:.2f}")
+    Console(width=max(132, Console().width)).print(table)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "stream.json"
+    path.write_text(json.dumps({"settings": vars(settings), "summary": summaries,
+                                "per_update": {n: vars(r) for n, r in results.items()}},
+                               indent=2, default=list))
+    console.print(f"wrote {path}")
+
+
 @cli.command("config-schema")
 def config_schema() -> None:
     """Print the JSON schema of the service config."""

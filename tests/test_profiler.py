@@ -70,3 +70,24 @@ def test_unknown_strategy_is_refused() -> None:
     scenario = make_scenario("split-digits", seed=0)
     with pytest.raises(ValueError, match="unknown strategy 'gem'"):
         run_strategy(scenario, "gem", 0, BenchSettings())
+
+
+def test_bench_stream_quick_proactive_cost_is_flat(tmp_path: Path) -> None:
+    out = tmp_path / "stream"
+    result = run_cli("bench", "stream", "--quick", "--out", str(out), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((out / "stream.json").read_text())
+    proactive, full = report["per_update"]["proactive"], report["per_update"]["full-retrain"]
+    assert len(set(proactive["sample_cost"])) == 1  # t new + (b - t) history, every step
+    assert full["sample_cost"] == sorted(full["sample_cost"])
+    assert full["sample_cost"][-1] == 5 * 5 * 128  # 5 epochs over 5 chunks of 128
+    summary = report["summary"]
+    assert summary["proactive"]["final_accuracy"] > summary["online"]["final_accuracy"]
+    assert summary["proactive"]["total_samples"] < summary["full-retrain"]["total_samples"]
+
+
+def test_bench_stream_too_long_for_the_data_exits_2(tmp_path: Path) -> None:
+    result = run_cli("bench", "stream", "--dataset", "digits", "--updates", "50",
+                     "--samples-per-update", "100", "--out", str(tmp_path / "o"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "the dataset has 1797" in result.stderr.replace("\n", " ")

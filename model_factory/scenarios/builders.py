@@ -602,6 +602,14 @@ SCENARIOS: dict[str, Callable[..., Scenario]] = {
         f"{_SHIFT_ADJECTIVE[t]}-{d}": partial(new_instances, dataset=d, transform=t)
         for d in IMAGE_DATASETS
         for t in SHIFT_KINDS
+        if t != "permutation"
+    },
+    # The standard Permuted-MNIST protocol (van de Ven & Tolias 2019): every experience is the
+    # whole dataset under a new fixed pixel permutation.
+    **{
+        f"permuted-{d}": partial(new_instances, dataset=d, transform="permutation",
+                                 share_instances=True)
+        for d in IMAGE_DATASETS
     },
     **{f"nic-{d}": partial(new_instances_and_classes, dataset=d) for d in IMAGE_DATASETS},
     "text-rt-imdb": partial(text_domain_shift, order=("rotten_tomatoes", "imdb")),
