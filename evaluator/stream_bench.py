@@ -37,7 +37,7 @@ class StreamSettings:
     dataset: str = "mnist"
     updates: int = 10
     samples_per_update: int = 400
-    test_size: int = 1000
+    test_size: int = 600
     epochs: int = 5
     batch_size: int = 128
     trigger: int = 32

@@ -353,7 +353,7 @@ def bench_stream(dataset: str, updates: int, samples_per_update: int, epochs: in
         dataset, updates, samples_per_update = "digits", 4, 128
     settings = StreamSettings(dataset=dataset, updates=updates,
                               samples_per_update=samples_per_update,
-                              test_size=300 if dataset == "digits" else 1000, epochs=epochs,
+                              test_size=300 if dataset == "digits" else 600, epochs=epochs,
                               batch_size=batch_size, trigger=trigger, seed=seed)
     try:
         with console.status("training over the stream..."):
