@@ -3,7 +3,9 @@
 For every (strategy, seed) the model is trained experience by experience; after each experience
 it is tested on every experience's test set, filling R[i][j] (Lopez-Paz & Ranzato 2017). From R
 come ACC, BWT, FWT (against a randomly initialised model) and forgetting; next to them the cost:
-training wall time, peak RSS, model bytes and stored samples.
+training wall time, peak RSS, model bytes, stored samples, and the efficiency metrics of
+Díaz-Rodríguez et al. 2018: model size efficiency (MS) and samples storage size efficiency
+(SSS, stored samples against the scenario's training samples).
 
 Strategies:
 - ``naive``, ``ewc``, ``si``, ``lwf``, ``mas``: the CL loss library, fine-tuning on each experience.
@@ -29,7 +31,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from evaluator.metrics import AccuracyMatrix, acc, bwt, forgetting, fwt, peak_rss_bytes
+from evaluator.metrics import (
+    AccuracyMatrix,
+    acc,
+    bwt,
+    forgetting,
+    fwt,
+    model_size_efficiency,
+    peak_rss_bytes,
+    samples_storage_efficiency,
+)
 from model_factory.proactive import History, proactive_step_batches
 from model_factory.rehearsal import make_buffer
 from model_factory.rehearsal.mixing import mixed_batches
@@ -70,11 +81,18 @@ class RunResult:
     peak_rss_bytes: int
     model_bytes: int
     stored_samples: int
+    model_bytes_per_experience: list[int]
+    stored_per_experience: list[int]
+    train_samples: int
 
     def summary(self) -> dict[str, float]:
         r = self.matrix
         return {"acc": acc(r), "bwt": bwt(r), "fwt": fwt(r, self.baseline),
-                "forgetting": forgetting(r), "train_s": self.train_s,
+                "forgetting": forgetting(r),
+                "ms": model_size_efficiency(self.model_bytes_per_experience),
+                "sss": samples_storage_efficiency(self.stored_per_experience,
+                                                  self.train_samples),
+                "train_s": self.train_s,
                 "peak_rss_mb": self.peak_rss_bytes / 2**20, "model_mb": self.model_bytes / 2**20,
                 "stored_samples": float(self.stored_samples)}
 
@@ -118,8 +136,15 @@ def run_strategy(scenario: Scenario, strategy: str, seed: int, settings: BenchSe
     history = History()
     seen_x: list[torch.Tensor] = []
     seen_y: list[torch.Tensor] = []
+
+    def stored_now() -> int:
+        """Training samples the strategy keeps (rehearsal memory, history or all data)."""
+        return {"replay": len(buffer) if buffer is not None else 0, "proactive": len(history),
+                "full-retrain": sum(len(x) for x in seen_x)}.get(strategy, 0)
     matrix = AccuracyMatrix(len(experiences))
     train_s = 0.0
+    sizes: list[int] = []
+    stored_counts: list[int] = []
     for i, experience in enumerate(experiences):
         for c in sorted({int(c) for c in experience.classes}):
             if c not in unit:
@@ -154,16 +179,17 @@ def run_strategy(scenario: Scenario, strategy: str, seed: int, settings: BenchSe
             model.fit(experience.train_x, targets, strategy=cl, epochs=settings.epochs,
                       batch_size=settings.batch_size)
         train_s += time.perf_counter() - start
+        sizes.append(model.size_bytes())
+        stored_counts.append(stored_now())
         for j, test in enumerate(experiences):
             labels = torch.tensor([unit.get(int(c), -1) for c in test.test_y])
             predicted = model.predict(test.test_x).labels
             matrix.record(i, j, float((predicted == labels).float().mean()))
         if on_experience:
             on_experience(i)
-    stored = {"replay": len(buffer) if buffer is not None else 0, "proactive": len(history),
-              "full-retrain": sum(len(x) for x in seen_x)}.get(strategy, 0)
     return RunResult(strategy, seed, matrix, baseline, train_s, peak_rss_bytes(),
-                     model.size_bytes(), stored)
+                     model.size_bytes(), stored_now(), sizes, stored_counts,
+                     sum(len(e.train_x) for e in experiences))
 
 
 def aggregate(results: Sequence[RunResult]) -> dict[str, dict[str, tuple[float, float]]]:

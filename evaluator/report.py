@@ -12,24 +12,26 @@ import numpy as np
 
 from evaluator.profiler import RunResult, aggregate
 
-COLUMNS = [("acc", "ACC", 100), ("bwt", "BWT", 100), ("fwt", "FWT", 100),
-           ("forgetting", "Forgetting", 100), ("train_s", "train s", 1),
-           ("model_mb", "model MB", 1), ("stored_samples", "stored", 1)]
+# (summary key, header, scale, decimals): accuracies in percent with one decimal.
+COLUMNS = [("acc", "ACC", 100, 1), ("bwt", "BWT", 100, 1), ("fwt", "FWT", 100, 1),
+           ("forgetting", "Forgetting", 100, 1), ("ms", "MS", 1, 2), ("sss", "SSS", 1, 2),
+           ("train_s", "train s", 1, 2), ("model_mb", "model MB", 1, 2),
+           ("stored_samples", "stored", 1, 0)]
 
 
-def _cell(mean: float, std: float, scale: float) -> str:
+def _cell(mean: float, std: float, scale: float, digits: int) -> str:
     if math.isnan(mean):
         return "-"
-    digits = 1 if scale == 100 else 2
     text = f"{mean * scale:.{digits}f}"
     return text if math.isnan(std) else f"{text} ± {std * scale:.{digits}f}"
 
 
 def table_rows(results: Sequence[RunResult]) -> list[list[str]]:
     """Header and one row per strategy; accuracies in percent."""
-    rows = [["strategy", *(title for _, title, _ in COLUMNS)]]
+    rows = [["strategy", *(title for _, title, _, _ in COLUMNS)]]
     for name, metrics in aggregate(results).items():
-        rows.append([name, *(_cell(*metrics[key], scale) for key, _, scale in COLUMNS)])
+        rows.append([name, *(_cell(*metrics[key], scale, digits)
+                             for key, _, scale, digits in COLUMNS)])
     return rows
 
 
