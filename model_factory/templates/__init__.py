@@ -8,6 +8,7 @@ from model_factory.templates.classifier import (
     prebatched,
 )
 from model_factory.templates.networks import NETWORKS, Network, build_network
+from model_factory.templates.text import SentenceEncoder, TextClassifier
 
-__all__ = ["NETWORKS", "Classifier", "Network", "Prediction", "build_network",
-           "load_for_serving", "prebatched"]
+__all__ = ["NETWORKS", "Classifier", "Network", "Prediction", "SentenceEncoder",
+           "TextClassifier", "build_network", "load_for_serving", "prebatched"]

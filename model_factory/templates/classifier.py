@@ -107,7 +107,9 @@ class Classifier:
     """A template network with its class names, trained one experience at a time.
 
     Parameters:
-        template: ``mlp``, ``tabular-mlp``, ``lenet5`` or ``resnet18``.
+        template: ``mlp``, ``tabular-mlp``, ``lenet5``, ``resnet18`` or ``text-minilm`` (a head
+            over 384-d sentence embeddings; :class:`~model_factory.templates.text.TextClassifier`
+            adds the frozen encoder).
         input_shape: one input's shape (no batch axis), e.g. ``(1, 28, 28)``.
         classes: class names; output unit i is ``classes[i]``.
         params: template parameters (e.g. ``{"hidden": [400, 400]}`` for ``mlp``).

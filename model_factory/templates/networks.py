@@ -77,6 +77,22 @@ def lenet5(input_shape: Sequence[int], num_classes: int) -> Network:
     return Network(features, 84, num_classes)
 
 
+MINILM_DIM = 384
+"""Width of an all-MiniLM-L6-v2 sentence embedding (the input of ``text-minilm``)."""
+
+
+def text_minilm(input_shape: Sequence[int], num_classes: int, hidden: Sequence[int] = (),
+                dropout: float = 0.0) -> Network:
+    """A head over MiniLM sentence embeddings [N, 384]: linear (a probe), or an MLP of ``hidden``.
+
+    The encoder is frozen and lives outside the network (``templates.text.SentenceEncoder``).
+    """
+    if tuple(input_shape) != (MINILM_DIM,):
+        raise ValueError(f"text-minilm takes ({MINILM_DIM},) sentence embeddings "
+                         f"(got {tuple(input_shape)})")
+    return mlp(input_shape, num_classes, hidden=hidden, dropout=dropout)
+
+
 class _BasicBlock(nn.Module):
     def __init__(self, in_planes: int, planes: int, stride: int):
         super().__init__()
@@ -107,7 +123,8 @@ def resnet18(input_shape: Sequence[int], num_classes: int) -> Network:
 
 
 NETWORKS: dict[str, Callable[..., Network]] = {
-    "mlp": mlp, "tabular-mlp": tabular_mlp, "lenet5": lenet5, "resnet18": resnet18}
+    "mlp": mlp, "tabular-mlp": tabular_mlp, "lenet5": lenet5, "resnet18": resnet18,
+    "text-minilm": text_minilm}
 
 
 def build_network(template: str, input_shape: Sequence[int], num_classes: int,
