@@ -151,3 +151,13 @@ def test_config_is_frozen() -> None:
     config = parse_config(BASE, env={})
     with pytest.raises(ValidationError, match="frozen"):
         config.name = "other"  # type: ignore[misc]
+
+
+def test_config_names_match_the_model_factory_registries() -> None:
+    from cl_server.config import schema
+    from model_factory.strategies import STRATEGIES
+    from model_factory.templates import NETWORKS
+
+    assert set(schema.TEMPLATES) == set(NETWORKS)
+    # replay, proactive and full retraining are data regimes of the CL job, not loss terms.
+    assert set(schema.STRATEGIES) - {"replay", "proactive", "full-retrain"} == set(STRATEGIES)
