@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -101,12 +101,32 @@ def _class_index(scenario: Scenario) -> list[str]:
     return [str(c) for c in scenario.class_names]
 
 
+def embed_text(scenario: Scenario) -> Scenario:
+    """A text scenario with every text replaced by its frozen MiniLM sentence embedding [384]
+    (the ``text-minilm`` template trains a head on them); other scenarios unchanged."""
+    if scenario.input_kind != "text":
+        return scenario
+    from model_factory.templates.text import SentenceEncoder
+
+    encoder = SentenceEncoder()
+    experiences = tuple(replace(e, train_x=encoder.encode(e.train_x),
+                                test_x=encoder.encode(e.test_x)) for e in scenario.experiences)
+    return replace(scenario, experiences=experiences, input_kind="tabular",
+                   input_shape=(encoder.dimension,))
+
+
 def run_strategy(scenario: Scenario, strategy: str, seed: int, settings: BenchSettings,
                  on_experience: Callable[[int], None] | None = None) -> RunResult:
-    """Train ``strategy`` through ``scenario`` and return its accuracy matrix and costs."""
+    """Train ``strategy`` through ``scenario`` and return its accuracy matrix and costs.
+
+    Text scenarios train the ``text-minilm`` head on frozen sentence embeddings."""
     if strategy not in PROFILER_STRATEGIES:
         raise ValueError(f"unknown strategy '{strategy}' (expected one of: "
                          f"{', '.join(PROFILER_STRATEGIES)})")
+    if scenario.input_kind == "text":
+        scenario = embed_text(scenario)
+        settings = replace(settings, template="text-minilm", template_params={},
+                           learning_rate=max(settings.learning_rate, 1e-2))
     torch.manual_seed(seed)
     names = _class_index(scenario)
     experiences = scenario.experiences

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from evaluator.profiler import BenchSettings, run_strategy
 from model_factory.scenarios import make_scenario
@@ -91,3 +92,16 @@ def test_bench_stream_too_long_for_the_data_exits_2(tmp_path: Path) -> None:
                      "--samples-per-update", "100", "--out", str(tmp_path / "o"), cwd=tmp_path)
     assert result.returncode == 2
     assert "the dataset has 1797" in result.stderr.replace("\n", " ")
+
+
+def test_text_scenarios_are_profiled_on_frozen_sentence_embeddings() -> None:
+    from evaluator.profiler import embed_text
+
+    scenario = make_scenario("text-rt-imdb", seed=0, n_per_domain=20)
+    embedded = embed_text(scenario)
+    assert embedded.input_shape == (384,) and embedded.input_kind == "tabular"
+    for before, after in zip(scenario.experiences, embedded.experiences, strict=True):
+        assert after.train_x.shape == (len(before.train_x), 384)
+        assert torch.equal(after.train_y, before.train_y)
+    result = run_strategy(scenario, "naive", 0, BenchSettings(epochs=1))
+    assert result.matrix.values.shape == (2, 2)
