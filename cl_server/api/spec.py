@@ -227,7 +227,6 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
             item["responses"]["409"] = _error_response("Conflicts with the resource's state.")
         item["responses"]["503"] = _error_response("The store or cache is unreachable.")
         paths.setdefault(op.path, {})[op.method] = item
-    schemas.update({k: v for k, v in defs.get("$defs", {}).items() if k not in schemas})
     schemas["ErrorBody"] = ErrorBody.model_json_schema(
         ref_template="#/components/schemas/{model}")
     for name, schema in schemas["ErrorBody"].pop("$defs", {}).items():
