@@ -39,8 +39,8 @@ class StreamSettings:
     samples_per_update: int = 400
     test_size: int = 600
     epochs: int = 5
-    batch_size: int = 128
-    trigger: int = 32
+    batch_size: int = 32
+    trigger: int = 10
     learning_rate: float = 1e-3
     hidden: tuple[int, ...] = (400, 400)
     seed: int = 0

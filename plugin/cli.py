@@ -334,10 +334,10 @@ def bench_cl(scenario: str, strategies: str, seeds: int, epochs: int | None,
               show_default=True)
 @click.option("--epochs", type=click.IntRange(1, 100), default=5, show_default=True,
               help="Epochs of each full retraining.")
-@click.option("--trigger", type=click.IntRange(1, 100_000), default=32, show_default=True,
+@click.option("--trigger", type=click.IntRange(1, 100_000), default=10, show_default=True,
               help="t: new samples per proactive step.")
-@click.option("--batch-size", type=click.IntRange(1, 100_000), default=128, show_default=True,
-              help="b: samples per step.")
+@click.option("--batch-size", type=click.IntRange(1, 100_000), default=32, show_default=True,
+              help="b: samples per step (proactive, online and full retraining).")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               default=Path("bench-results/stream"), show_default=True)
