@@ -6,6 +6,8 @@ Commands:
     demo                      run the server on the embedded defaults (cl_server/config/demo.yaml)
     worker [CONFIG]           run a job worker on the same Redis and store
     token create              issue an API token directly in the store (e.g. a lost admin token)
+    proxy                     the request-collecting proxy in front of Triton / TF-Serving
+    bench cl | stream | proxy benchmarks (CL profiler, proactive training, proxy overhead)
     openapi / config-schema   print the API document / the config's JSON schema
 """
 
@@ -384,6 +386,94 @@ def bench_stream(dataset: str, updates: int, samples_per_update: int, epochs: in
                                 "per_update": {n: vars(r) for n, r in results.items()}},
                                indent=2, default=list))
     console.print(f"wrote {path}")
+
+
+@bench.command("proxy")
+@click.option("--rate", type=click.FloatRange(1, 5000), default=200, show_default=True,
+              help="Requests per second.")
+@click.option("--duration", "duration_s", type=click.FloatRange(1, 3600), default=20,
+              show_default=True, help="Seconds of traffic per target (direct, proxy).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              default=Path("bench-results/proxy"), show_default=True)
+@click.option("--quick", is_flag=True, help="50 requests/s for 3 s per target: for CI.")
+def bench_proxy(rate: float, duration_s: float, out_dir: Path, quick: bool) -> None:
+    """Proxy vs direct Triton latency side by side, collection losses, deploy under traffic."""
+    from rich.table import Table
+
+    from evaluator.proxy_bench import ProxyBenchSettings, run_proxy_bench
+
+    if quick:
+        rate, duration_s = 50, 3
+    settings = ProxyBenchSettings(rate=rate, duration_s=duration_s,
+                                  deploy_traffic_s=1.0 if quick else 3.0)
+    with console.status("starting redis, tritonserver and the proxy; sending traffic..."):
+        result = run_proxy_bench(settings)
+    table = Table(title=f"KServe V2 binary requests at {rate:g}/s, {duration_s:g} s per target "
+                        f"(load average {result['load_average'][0]:.2f})")
+    for header in ("target", "requests", "errors", "p50 ms", "p95 ms", "p99 ms", "mean ms"):
+        table.add_column(header, justify="left" if header == "target" else "right")
+    for name, row in result["latency"].items():
+        table.add_row(name, str(row["requests"]), str(row["errors"]), f"{row['p50_ms']:.3f}",
+                      f"{row['p95_ms']:.3f}", f"{row['p99_ms']:.3f}", f"{row['mean_ms']:.3f}")
+    over = result["overhead_ms"]
+    table.add_row("proxy - direct", "", "", f"{over['p50_ms']:+.3f}", f"{over['p95_ms']:+.3f}",
+                  f"{over['p99_ms']:+.3f}", f"{over['mean_ms']:+.3f}")
+    Console(width=max(100, Console().width)).print(table)
+    collected, deploy = result["collector"], result["deploy"]
+    console.print(f"collector: {collected['proxied_ok']} answered through the proxy, "
+                  f"{collected['written']} written, {collected['dropped']} dropped, stream "
+                  f"length {collected['stream_length']}", markup=False)
+    phases = deploy["under_traffic"]
+    console.print(f"deploy v2 under traffic: {phases['total_s']:.2f} s (write "
+                  f"{phases['write_s']:.2f}, load {phases['load_s']:.2f}, warm-up "
+                  f"{phases['warmup_s']:.2f}); {deploy['failed_during']} failed of "
+                  f"{deploy['requests_during']} requests", markup=False)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "proxy.json"
+    path.write_text(json.dumps(result, indent=2))
+    console.print(f"wrote {path}")
+
+
+@cli.command()
+@click.option("--engine", type=click.Choice(["triton", "tfserving"]), required=True)
+@click.option("--upstream", required=True, help="The engine's HTTP endpoint (http://host:port).")
+@click.option("--model", "model_name", required=True, help="Model name inside the engine.")
+@click.option("--service", required=True, help="Service name (metrics, Redis stream key).")
+@click.option("--routing", type=click.Path(path_type=Path), required=True,
+              help="The service's routing table (JSON, written by the serving adapter).")
+@click.option("--redis-url", help="Cache URL the served requests go to; none: not collected.")
+@click.option("--sampling-ratio", type=click.FloatRange(0, 1), default=1.0, show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True,
+              help="0: any free port (the URL is printed).")
+def proxy(engine: str, upstream: str, model_name: str, service: str, routing: Path,
+          redis_url: str | None, sampling_ratio: float, host: str, port: int) -> None:
+    """Run the request-collecting proxy: clients use it exactly like the engine."""
+    from plugin.proxy.app import InferenceProxy
+    from plugin.proxy.collector import RequestCollector
+    from plugin.proxy.runner import serve
+    from plugin.serving.base import check_model_name
+    from plugin.serving.routing import RoutingTable
+
+    try:
+        check_model_name(model_name)
+    except ValueError as exc:
+        _fail(f"--model: {exc}")
+    collector = RequestCollector(redis_url, service, engine) if redis_url else None
+    app = InferenceProxy(engine, upstream, model_name, service, RoutingTable(routing), collector,
+                         sampling_ratio=sampling_ratio)
+
+    def ready(url: str) -> None:
+        click.echo(f"MODELCI_PROXY_URL={url}", err=False)
+        sys.stdout.flush()
+        console.print(f"proxy for {engine} at {redact(upstream)} listening on {url} "
+                      f"(metrics: {url}/metrics)", markup=False)
+
+    try:
+        serve(app, host, port, ready)
+    finally:
+        if collector is not None:
+            collector.close()
 
 
 @cli.command("config-schema")

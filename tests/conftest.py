@@ -4,6 +4,7 @@
 - ``store``: a :class:`MongoStore` on a fresh database, over a real socket; parametrized to also
   run against ``MODELCI_TEST_MONGO_URI`` when that is set (a real MongoDB, say).
 - ``redis_url`` / ``redis_client``: the embedded redis-server, flushed before each test.
+- ``triton_server``: the real tritonserver with an empty model repository.
 
 At the end of the session no server process started by the tests may still be running.
 """
@@ -23,6 +24,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from cl_server.embedded import EmbeddedServices, Endpoints  # noqa: E402
 from cl_server.store import MongoStore  # noqa: E402
+from plugin.serving.triton_server import TritonServer  # noqa: E402
 
 STORE_BACKENDS = ["embedded"] + (["external"] if os.environ.get("MODELCI_TEST_MONGO_URI") else [])
 
@@ -71,6 +73,18 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonServer]:
+    """The real tritonserver (nvidia-pytriton wheel), explicit model control, empty repository."""
+    root = tmp_path_factory.mktemp("triton")
+    server = TritonServer(root, root / "repository")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

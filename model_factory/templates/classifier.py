@@ -39,9 +39,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from model_factory.strategies import CLStrategy
+from model_factory.templates.artifact import FORMAT, read_state
 from model_factory.templates.networks import Network, build_network
 
-FORMAT = "modelci-e/classifier/1"
 _OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 for _name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric"):
@@ -272,10 +272,7 @@ class Classifier:
     @classmethod
     def load(cls, path: str | Path) -> Classifier:
         """Read a saved model (``weights_only=True``: a file cannot run code when loaded)."""
-        state = torch.load(Path(path), map_location="cpu", weights_only=True)
-        if not isinstance(state, dict):
-            raise ValueError(f"{path}: not a modelci-e classifier file")
-        return cls.from_state(state)
+        return cls.from_state(read_state(path))
 
     def export(self, path: str | Path) -> str:
         """Write the serving artifact (weights without optimizer state); returns its sha256.
@@ -283,11 +280,3 @@ class Classifier:
         Serving loads it with :func:`load_for_serving`.
         """
         return self.save(path, include_optimizer=False)
-
-
-def load_for_serving(path: str | Path) -> tuple[nn.Module, list[str]]:
-    """The eval-mode network and class names of an exported artifact (what a serving backend
-    runs: ``logits = net(batch)``)."""
-    model = Classifier.load(path)
-    model.net.eval()
-    return model.net, model.classes

@@ -1,0 +1,1 @@
+"""The request-collecting proxy in front of the serving engine."""

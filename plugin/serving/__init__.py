@@ -1,0 +1,1 @@
+"""Serving engines behind one interface: adapters, the routing table, the Triton launcher."""
