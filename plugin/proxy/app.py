@@ -164,7 +164,12 @@ class InferenceProxy:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         assert self._session is not None
-        body = await request.read()
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return web.json_response(
+                {"error": f"request body larger than {self.max_body_bytes} bytes, the proxy's "
+                          f"limit"}, status=413)
         routes = self.routing.read()
         route = self.route(request.path, routes) if request.method == "POST" else None
         path = route.path if route is not None else request.rel_url.path
