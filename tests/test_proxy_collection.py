@@ -138,6 +138,8 @@ def test_overload_drops_and_counts_without_blocking(tmp_path: object) -> None:
         assert collector.dropped == accepted.count(False) == drops.count("overload")
     finally:
         collector.close(timeout_s=0.1)
+    assert not collector._thread.is_alive()
+    assert collector.dropped == 100  # nothing could ever be written: every record counted
 
 
 def test_records_survive_a_redis_outage(redis_url: str, tmp_path: object) -> None:

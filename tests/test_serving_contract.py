@@ -24,13 +24,14 @@ import redis
 import requests
 import torch
 
-from cl_server.config.schema import ModelConfig
+from cl_server.config.schema import ModelConfig, ServiceConfig
 from model_factory.templates import Classifier, load_for_serving
 from plugin.proxy import kserve
 from plugin.proxy.app import InferenceProxy
 from plugin.proxy.collector import RequestCollector, served_stream
 from plugin.proxy.runner import ProxyThread
 from plugin.serving.base import ServingAdapter, ServingError
+from plugin.serving.factory import make_adapter, routing_path
 from plugin.serving.routing import RoutingTable
 from plugin.serving.tfserving import TFServingAdapter
 from plugin.serving.tfserving_fake import FakeTFServing
@@ -173,6 +174,34 @@ def test_a_staged_challenger_takes_canary_and_shadow_routes(deployment: Deployme
     adapter.promote(3)
     routes = adapter.routing.read()
     assert (routes.champion, routes.shadow) == (3, None) and adapter.loaded() == [3]
+
+
+@pytest.mark.parametrize(("engine", "field"), [
+    ({"kind": "triton"}, "engine.url"),
+    ({"kind": "triton", "url": "http://e:8000"}, "engine.model_repository"),
+    ({"kind": "tfserving", "url": "http://e:8501", "model_repository": "/m"},
+     "engine.model_config_file"),
+])
+def test_the_factory_names_the_missing_config_field(engine: dict[str, str], field: str,
+                                                    tmp_path: Path) -> None:
+    config = ServiceConfig.model_validate({
+        "name": "svc", "engine": {**engine, "model_name": "m"},
+        "model": {"template": "mlp", "input": {"shape": [4]}, "classes": ["a", "b"]}})
+    with pytest.raises(ValueError, match=f"^{field}: required"):
+        make_adapter(config, RoutingTable(routing_path(tmp_path, "svc")))
+
+
+def test_the_factory_builds_each_engine_s_adapter(tmp_path: Path) -> None:
+    for kind, extra in (("triton", {}), ("tfserving", {"model_config_file": "/m/models.config"})):
+        config = ServiceConfig.model_validate({
+            "name": "svc", "engine": {"kind": kind, "model_name": "m", "url": "http://e:1",
+                                      "model_repository": "/m", **extra},
+            "model": {"template": "mlp", "input": {"shape": [4]}, "classes": ["a", "b"]}})
+        adapter = make_adapter(config, RoutingTable(routing_path(tmp_path, "svc")))
+        assert adapter.kind == kind and adapter.model_name == "m"
+    assert routing_path(tmp_path, "svc") == tmp_path / "services" / "svc" / "routing.json"
+    with pytest.raises(ValueError, match="invalid model name"):
+        routing_path(tmp_path, "../x")
 
 
 def _predict(engine: str, url: str, batch: np.ndarray) -> tuple[int, np.ndarray]:

@@ -25,6 +25,7 @@ from model_factory.templates import Classifier
 from plugin.proxy import kserve
 from plugin.proxy.app import InferenceProxy
 from plugin.proxy.collector import RequestCollector, served_stream
+from plugin.proxy.metrics import latency_key
 from plugin.proxy.runner import ProxyThread
 from plugin.serving.base import ServingError
 from plugin.serving.routing import RoutingTable
@@ -67,7 +68,7 @@ def collector(redis_url: str) -> Iterator[RequestCollector]:
 def proxy(adapter: TritonAdapter, triton_server: TritonServer,
           collector: RequestCollector) -> Iterator[ProxyThread]:
     app = InferenceProxy("triton", triton_server.url, "tiny", "svc", adapter.routing, collector,
-                         seed=0)
+                         publish_every_s=0.2, seed=0)
     with ProxyThread(app) as running:
         yield running
 
@@ -148,6 +149,14 @@ def test_proxy_answers_as_the_engine_and_collects_what_was_served(
         np.testing.assert_array_equal(kserve.unpack(entry[b"inputs"])["INPUT__0"], batch)
         np.testing.assert_allclose(kserve.unpack(entry[b"outputs"])["OUTPUT__0"],
                                    direct.as_numpy("OUTPUT__0"), rtol=1e-6)
+    # Per-version latency reaches Redis for the dashboard and the validator's latency gate.
+    deadline = time.monotonic() + 5
+    connection = redis.Redis.from_url(redis_url)
+    while not connection.exists(latency_key("svc", 1)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    published = connection.hgetall(latency_key("svc", 1))
+    connection.close()
+    assert int(published[b"count"]) == 2 and float(published[b"p99_ms"]) > 0
     # The rest of the V2 API passes through untouched.
     assert client(proxy.url).is_model_ready("tiny", "1")
     assert client(proxy.url).get_model_metadata("tiny")["name"] == "tiny"

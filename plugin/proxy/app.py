@@ -28,12 +28,13 @@ import uuid
 from dataclasses import dataclass
 
 import aiohttp
+import redis
 from aiohttp import web
 from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plugin.proxy.collector import RequestCollector, ServedRequest
-from plugin.proxy.metrics import ProxyMetrics
+from plugin.proxy.metrics import ProxyMetrics, publish_latency
 from plugin.serving.routing import Routes, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -72,12 +73,15 @@ class InferenceProxy:
         sampling_ratio: share of requests collected (0 to 1).
         timeout_s: seconds an engine call may take.
         max_body_bytes: larger request bodies get 413 before reaching the engine.
+        publish_every_s: seconds between writes of the per-version latency figures to Redis
+            (with a collector only).
     """
 
     def __init__(self, engine: str, upstream: str, model_name: str, service: str,
                  routing: RoutingTable, collector: RequestCollector | None = None, *,
                  sampling_ratio: float = 1.0, timeout_s: float = 30.0,
-                 max_body_bytes: int = 64 * 2**20, seed: int | None = None):
+                 max_body_bytes: int = 64 * 2**20, publish_every_s: float = 5.0,
+                 seed: int | None = None):
         if engine not in ("triton", "tfserving"):
             raise ValueError(f"unknown engine {engine!r} (expected triton or tfserving)")
         self.engine = engine
@@ -89,10 +93,12 @@ class InferenceProxy:
         self.sampling_ratio = sampling_ratio
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.max_body_bytes = max_body_bytes
+        self.publish_every_s = publish_every_s
         self.metrics = ProxyMetrics(service)
         self._random = random.Random(seed)
         self._session: aiohttp.ClientSession | None = None
         self._shadow_tasks: set[asyncio.Task[None]] = set()
+        self._publisher: asyncio.Task[None] | None = None
         if collector is not None:
             collector.on_drop(self.metrics.drop)
 
@@ -140,8 +146,28 @@ class InferenceProxy:
                                               auto_decompress=False, skip_auto_headers=(
                                                   "User-Agent", "Accept-Encoding",
                                                   "Content-Type"))
+        if self.collector is not None:
+            self._publisher = asyncio.get_running_loop().create_task(self._publish_latency())
+
+    async def _publish_latency(self) -> None:
+        """Every few seconds, the per-version latency figures to Redis (for the dashboard and
+        the validator's latency gate); a Redis error only skips that round."""
+        assert self.collector is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.publish_every_s)
+            stats = self.metrics.window.stats()
+            if not stats:
+                continue
+            try:
+                await loop.run_in_executor(None, publish_latency, self.collector.client,
+                                           self.service, stats)
+            except redis.RedisError as exc:
+                log.warning("latency figures not published: %s", exc)
 
     async def _stop(self, _: web.Application) -> None:
+        if self._publisher is not None:
+            self._publisher.cancel()
         if self._shadow_tasks:
             await asyncio.gather(*self._shadow_tasks, return_exceptions=True)
         if self._session is not None:

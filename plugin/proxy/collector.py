@@ -112,6 +112,7 @@ class RequestCollector:
         self._lock = threading.Lock()
         self.offered = self.written = self.dropped = self.undecodable = 0
         self._on_drop: Callable[[str], None] | None = None
+        self._closing = threading.Event()
         self._thread = threading.Thread(target=self._run, name="request-collector",
                                         daemon=True)
         self._thread.start()
@@ -145,9 +146,15 @@ class RequestCollector:
         return False
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued, then stop the thread."""
-        self._queue.put(None)
+        """Write what is queued, then stop the thread. Records still unwritten when Redis
+        stays unreachable for ``timeout_s`` are dropped and counted as ``unreachable``."""
+        try:
+            self._queue.put(None, timeout=timeout_s)
+        except queue.Full:
+            pass
         self._thread.join(timeout_s)
+        self._closing.set()
+        self._thread.join(5.0)
         self.client.close()
 
     def _drop(self, reason: str) -> None:
@@ -161,7 +168,12 @@ class RequestCollector:
     def _run(self) -> None:
         stopping = False
         while not stopping:
-            first = self._queue.get()
+            try:
+                first = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if self._closing.is_set():
+                    return
+                continue
             batch = []
             if first is None:
                 stopping = True
@@ -203,12 +215,12 @@ class RequestCollector:
                     self.written += len(entries)
                 return
             except redis.RedisError as exc:
-                if give_up:
+                if give_up or self._closing.is_set():
                     log.error("collector: %d records lost at shutdown, Redis unreachable: %s",
                               len(entries), exc)
                     for _ in entries:
                         self._drop("unreachable")
                     return
                 log.warning("collector: Redis unreachable (%s); retrying in %.1f s", exc, delay)
-                time.sleep(delay)
+                self._closing.wait(delay)
                 delay = min(delay * 2, 5.0)
