@@ -182,7 +182,8 @@ def run_proxy_bench(settings: ProxyBenchSettings, work_dir: Path | None = None
         proxy_url = f"http://127.0.0.1:{port}"
         argv = [sys.executable, "-m", "plugin.cli", "proxy", "--engine", "triton",
                 "--upstream", server.url, "--model", "bench", "--service", "bench",
-                "--routing", str(routing.path), "--redis-url", cache_url, "--port", str(port)]
+                "--routing", str(routing.path), "--redis-url", cache_url, "--port", str(port),
+                "--spool-dir", str(root / "spool")]
         proxy_process = ManagedProcess(
             "proxy", argv, root / "run",
             lambda: requests.get(f"{proxy_url}/metrics", timeout=1).status_code == 200,

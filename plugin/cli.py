@@ -443,11 +443,14 @@ def bench_proxy(rate: float, duration_s: float, out_dir: Path, quick: bool) -> N
               help="The service's routing table (JSON, written by the serving adapter).")
 @click.option("--redis-url", help="Cache URL the served requests go to; none: not collected.")
 @click.option("--sampling-ratio", type=click.FloatRange(0, 1), default=1.0, show_default=True)
+@click.option("--spool-dir", type=click.Path(path_type=Path), default=Path(".modelci/spool"),
+              show_default=True, help="Where records wait on disk while Redis is unreachable.")
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", type=click.IntRange(0, 65535), default=8001, show_default=True,
               help="0: any free port (the URL is printed).")
 def proxy(engine: str, upstream: str, model_name: str, service: str, routing: Path,
-          redis_url: str | None, sampling_ratio: float, host: str, port: int) -> None:
+          redis_url: str | None, sampling_ratio: float, spool_dir: Path, host: str,
+          port: int) -> None:
     """Run the request-collecting proxy: clients use it exactly like the engine."""
     from plugin.proxy.app import InferenceProxy
     from plugin.proxy.collector import RequestCollector
@@ -459,7 +462,8 @@ def proxy(engine: str, upstream: str, model_name: str, service: str, routing: Pa
         check_model_name(model_name)
     except ValueError as exc:
         _fail(f"--model: {exc}")
-    collector = RequestCollector(redis_url, service, engine) if redis_url else None
+    collector = RequestCollector(redis_url, service, engine, spool_dir=spool_dir) \
+        if redis_url else None
     app = InferenceProxy(engine, upstream, model_name, service, RoutingTable(routing), collector,
                          sampling_ratio=sampling_ratio)
 

@@ -5,7 +5,9 @@ records kept through a Redis outage."""
 from __future__ import annotations
 
 import gzip
+import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -95,8 +97,9 @@ def entries(redis_url: str) -> list[dict[bytes, bytes]]:
         client.close()
 
 
-def test_collector_writes_every_record_in_order_with_its_tensors(redis_url: str) -> None:
-    collector = RequestCollector(redis_url, "svc", "triton", batch_size=64)
+def test_collector_writes_every_record_in_order_with_its_tensors(redis_url: str,
+                                                                 tmp_path: Path) -> None:
+    collector = RequestCollector(redis_url, "svc", "triton", spool_dir=tmp_path, batch_size=64)
     try:
         for i in range(500):
             assert collector.offer(served(i))
@@ -112,8 +115,8 @@ def test_collector_writes_every_record_in_order_with_its_tensors(redis_url: str)
     np.testing.assert_array_equal(kserve.unpack(first[b"outputs"])["y"], [[0.25, 0.75]])
 
 
-def test_undecodable_records_are_counted_not_written(redis_url: str) -> None:
-    collector = RequestCollector(redis_url, "svc", "triton")
+def test_undecodable_records_are_counted_not_written(redis_url: str, tmp_path: Path) -> None:
+    collector = RequestCollector(redis_url, "svc", "triton", spool_dir=tmp_path)
     try:
         collector.offer(served(1, body=b"{broken"))
         collector.offer(served(2))
@@ -124,10 +127,17 @@ def test_undecodable_records_are_counted_not_written(redis_url: str) -> None:
     assert collector.undecodable == 1 and collector.dropped == 1
 
 
-def test_overload_drops_and_counts_without_blocking(tmp_path: object) -> None:
-    # Redis unreachable: the writer thread holds its batch and retries, the queue fills up.
-    collector = RequestCollector("redis://127.0.0.1:9", "svc", "triton", max_queue=10,
+def test_overload_drops_and_counts_without_blocking(redis_url: str, tmp_path: Path) -> None:
+    collector = RequestCollector(redis_url, "svc", "triton", spool_dir=tmp_path, max_queue=10,
                                  batch_size=1)
+    release = threading.Event()
+    write = collector.writer.write
+
+    def stalled(records: list[dict[str, object]]) -> str:
+        release.wait(10)  # the cache is slow: the queue fills up behind this batch
+        return write(records)
+
+    collector.writer.write = stalled  # type: ignore[method-assign]
     drops: list[str] = []
     collector.on_drop(drops.append)
     try:
@@ -136,33 +146,60 @@ def test_overload_drops_and_counts_without_blocking(tmp_path: object) -> None:
         assert time.perf_counter() - start < 0.5  # offer never waits
         assert accepted.count(False) >= 80
         assert collector.dropped == accepted.count(False) == drops.count("overload")
+        release.set()
+        assert collector.flush()
     finally:
-        collector.close(timeout_s=0.1)
+        release.set()
+        collector.close()
     assert not collector._thread.is_alive()
-    assert collector.dropped == 100  # nothing could ever be written: every record counted
+    assert len(entries(redis_url)) == accepted.count(True) == collector.written
 
 
-def test_records_survive_a_redis_outage(redis_url: str, tmp_path: object) -> None:
-    """The writer keeps its batch while Redis refuses writes and delivers it afterwards."""
+def test_records_wait_in_the_spool_while_redis_refuses_writes(redis_url: str,
+                                                             tmp_path: Path) -> None:
     admin = redis.Redis.from_url(redis_url)
-    collector = RequestCollector(redis_url, "svc", "triton")
+    collector = RequestCollector(redis_url, "svc", "triton", spool_dir=tmp_path)
     try:
         admin.config_set("min-replicas-to-write", 1)  # every write now fails: NOREPLICAS
         for i in range(20):
             collector.offer(served(i))
-        time.sleep(0.5)
-        assert collector.written == 0 and collector.dropped == 0
+        deadline = time.monotonic() + 5
+        while len(collector.writer.spool) < 20 and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(collector.writer.spool) == 20 and collector.written == 0
         admin.config_set("min-replicas-to-write", 0)
         assert collector.flush(timeout_s=15)
     finally:
         admin.config_set("min-replicas-to-write", 0)
         admin.close()
         collector.close()
-    assert len(entries(redis_url)) == 20 and collector.dropped == 0
+    assert [row[b"id"] for row in entries(redis_url)] == [f"r{i}".encode() for i in range(20)]
+    assert collector.dropped == 0 and len(collector.writer.spool) == 0
 
 
-def test_tfserving_bodies_are_decoded_in_both_formats(redis_url: str) -> None:
-    collector = RequestCollector(redis_url, "svc", "tfserving")
+def test_records_spooled_while_redis_is_unreachable_survive_a_restart(tmp_path: Path,
+                                                                      redis_url: str) -> None:
+    """A proxy that dies with records in its spool replays them at its next start."""
+    dead = RequestCollector("redis://127.0.0.1:9", "svc", "triton", spool_dir=tmp_path)
+    for i in range(5):
+        dead.offer(served(i))
+    deadline = time.monotonic() + 5
+    while len(dead.writer.spool) < 5 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    dead.close(timeout_s=1)
+    assert len(dead.writer.spool) == 5
+    revived = RequestCollector(redis_url, "svc", "triton", spool_dir=tmp_path)
+    try:
+        deadline = time.monotonic() + 10
+        while len(entries(redis_url)) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        revived.close()
+    assert [row[b"id"] for row in entries(redis_url)] == [f"r{i}".encode() for i in range(5)]
+
+
+def test_tfserving_bodies_are_decoded_in_both_formats(redis_url: str, tmp_path: Path) -> None:
+    collector = RequestCollector(redis_url, "svc", "tfserving", spool_dir=tmp_path)
     rows = (b'{"instances": [[1, 2], [3, 4]]}', b'{"predictions": [[0.1, 0.9], [0.8, 0.2]]}')
     columns = (b'{"inputs": {"a": [[1, 2]]}}', b'{"outputs": [[0.5, 0.5]]}')
     try:

@@ -221,11 +221,11 @@ def _predict(engine: str, url: str, batch: np.ndarray) -> tuple[int, np.ndarray]
 
 
 def test_the_proxy_routes_answers_unchanged_and_collects(deployment: Deployment,
-                                                         redis_url: str) -> None:
+                                                         redis_url: str, tmp_path: Path) -> None:
     adapter = deployment.adapter
     adapter.stage(2)
     adapter.start_canary(2, 0.5)
-    collector = RequestCollector(redis_url, "contract", deployment.engine)
+    collector = RequestCollector(redis_url, "contract", deployment.engine, spool_dir=tmp_path)
     proxy = InferenceProxy(deployment.engine, deployment.engine_url, "contract", "contract",
                            adapter.routing, collector, seed=1)
     batch = np.random.default_rng(3).normal(size=(2, 4)).astype(np.float32)

@@ -58,8 +58,8 @@ def adapter(triton_server: TritonServer, artifacts: dict[int, Path],
 
 
 @pytest.fixture
-def collector(redis_url: str) -> Iterator[RequestCollector]:
-    collector = RequestCollector(redis_url, "svc", "triton")
+def collector(redis_url: str, tmp_path: Path) -> Iterator[RequestCollector]:
+    collector = RequestCollector(redis_url, "svc", "triton", spool_dir=tmp_path)
     yield collector
     collector.close()
 

@@ -4,8 +4,9 @@ The proxy calls :meth:`RequestCollector.offer` with the raw bodies of a served r
 is a ``put_nowait`` on a bounded queue, nothing more. A background thread decodes the bodies
 (V2 JSON/binary or TF-Serving JSON) and appends one entry per request to the Redis stream
 ``modelci:{service}:served`` with a pipeline (one round trip per batch). When the queue is full
-the record is dropped and counted, never waited for; when Redis is unreachable the thread keeps
-its batch and retries with back-off while new records queue up behind it.
+the record is dropped and counted, never waited for; when Redis is unreachable batches go to a
+local spool file (:class:`cl_server.collector.writer.StreamWriter`), replayed into the stream
+once Redis answers again (checked every second).
 
 Stream entry fields (bytes): ``id`` (request id), ``ts_ms``, ``version``, ``role``
 (``champion`` / ``canary`` / ``shadow`` / ``explicit``), ``latency_ms`` (engine round trip seen
@@ -22,14 +23,19 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import redis
 
+from cl_server.collector.spool import Spool
+from cl_server.collector.writer import StreamWriter
 from plugin.proxy import kserve
 
 log = logging.getLogger(__name__)
+
+RECOVERY_EVERY_S = 1.0
 
 
 def served_stream(service: str) -> str:
@@ -96,23 +102,28 @@ class RequestCollector:
         redis_url: the cache (``redis://`` or ``unix://``).
         service: the service name (stream ``modelci:{service}:served``).
         engine: ``triton`` or ``tfserving`` (how bodies are decoded).
+        spool_dir: where records wait on disk while Redis is unreachable
+            (``<spool_dir>/<service>.served.spool``), replayed when it is back.
         max_queue: records waiting at most; more are dropped and counted.
         max_stream: approximate length the stream is trimmed to (``XADD MAXLEN ~``).
         batch_size: records written per pipeline.
     """
 
-    def __init__(self, redis_url: str, service: str, engine: str, *, max_queue: int = 10_000,
-                 max_stream: int = 100_000, batch_size: int = 256):
-        self.client = redis.Redis.from_url(redis_url, socket_timeout=5)
+    def __init__(self, redis_url: str, service: str, engine: str, *, spool_dir: Path,
+                 max_queue: int = 10_000, max_stream: int = 100_000, batch_size: int = 256):
+        self.client = redis.Redis.from_url(redis_url, socket_timeout=5, socket_connect_timeout=2)
         self.stream = served_stream(service)
         self.decoder = DECODERS[engine]
-        self.max_stream = max_stream
         self.batch_size = batch_size
+        self.writer = StreamWriter(self.client, self.stream,
+                                   Spool(Path(spool_dir) / f"{service}.served.spool"),
+                                   max_length=max_stream)
         self._queue: queue.Queue[ServedRequest | None] = queue.Queue(max_queue)
         self._lock = threading.Lock()
         self.offered = self.written = self.dropped = self.undecodable = 0
         self._on_drop: Callable[[str], None] | None = None
         self._closing = threading.Event()
+        self._next_recovery = 0.0
         self._thread = threading.Thread(target=self._run, name="request-collector",
                                         daemon=True)
         self._thread.start()
@@ -146,8 +157,7 @@ class RequestCollector:
         return False
 
     def close(self, timeout_s: float = 10.0) -> None:
-        """Write what is queued, then stop the thread. Records still unwritten when Redis
-        stays unreachable for ``timeout_s`` are dropped and counted as ``unreachable``."""
+        """Write (or spool) what is queued, then stop the thread."""
         try:
             self._queue.put(None, timeout=timeout_s)
         except queue.Full:
@@ -168,6 +178,8 @@ class RequestCollector:
     def _run(self) -> None:
         stopping = False
         while not stopping:
+            if self.writer.degraded and time.monotonic() >= self._next_recovery:
+                self._recover()
             try:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:
@@ -189,7 +201,9 @@ class RequestCollector:
                     break
                 batch.append(item)
             entries = [entry for entry in map(self._entry, batch) if entry is not None]
-            self._write(entries, give_up=stopping)
+            self._write(entries)
+        if self.writer.degraded:
+            self._recover()
 
     def _entry(self, record: ServedRequest) -> dict[str, Any] | None:
         try:
@@ -202,25 +216,16 @@ class RequestCollector:
             self._drop("undecodable")
             return None
 
-    def _write(self, entries: list[dict[str, Any]], give_up: bool) -> None:
-        delay = 0.1
-        while entries:
-            try:
-                with self.client.pipeline(transaction=False) as pipe:
-                    for entry in entries:
-                        pipe.xadd(self.stream, entry, maxlen=self.max_stream,
-                                  approximate=True)
-                    pipe.execute()
-                with self._lock:
-                    self.written += len(entries)
-                return
-            except redis.RedisError as exc:
-                if give_up or self._closing.is_set():
-                    log.error("collector: %d records lost at shutdown, Redis unreachable: %s",
-                              len(entries), exc)
-                    for _ in entries:
-                        self._drop("unreachable")
-                    return
-                log.warning("collector: Redis unreachable (%s); retrying in %.1f s", exc, delay)
-                self._closing.wait(delay)
-                delay = min(delay * 2, 5.0)
+    def _write(self, entries: list[dict[str, Any]]) -> None:
+        outcome = self.writer.write(entries)
+        if outcome == "written":
+            with self._lock:
+                self.written += len(entries)
+        else:
+            self._next_recovery = time.monotonic() + RECOVERY_EVERY_S
+
+    def _recover(self) -> None:
+        replayed = self.writer.recover()
+        with self._lock:
+            self.written += replayed
+        self._next_recovery = time.monotonic() + RECOVERY_EVERY_S
