@@ -1,4 +1,5 @@
-"""What request handlers reach through ``current_app``: config, store, cache, queue, engine probe."""
+"""What request handlers reach through ``current_app``: config, store, cache, queue, engine probe,
+collector."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from dataclasses import dataclass
 import redis
 from flask import current_app
 
+from cl_server.collector.service import ServiceCollector
 from cl_server.config import ServiceConfig
 from cl_server.engine_probe import EngineProbe
 from cl_server.queue import JobQueue
@@ -20,6 +22,7 @@ class ServerContext:
     cache: redis.Redis
     queue: JobQueue
     engine: EngineProbe
+    collector: ServiceCollector
 
 
 def ctx() -> ServerContext:

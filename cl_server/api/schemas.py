@@ -124,3 +124,46 @@ class JobKindOut(BaseModel):
     name: str
     description: str
     params_schema: dict[str, JsonValue]
+
+
+class IngestIn(Strict):
+    """A batch of served records (see ``IngestRecord`` in ``cl_server.collector.service``:
+    ``request_id``, ``inputs``, optional ``model_version``, ``prediction``, ``confidences``,
+    ``timestamp_ms``, ``label``)."""
+
+    records: list[Any] = Field(min_length=1, max_length=10_000)
+
+
+class RecordErrorOut(BaseModel):
+    index: int = Field(description="Position of the record or label in the batch.")
+    field: str
+    message: str
+
+
+class IngestOut(BaseModel):
+    accepted: int = Field(description="Records stored (in the cache, or spooled on disk while "
+                          "the cache is unreachable).")
+    sampled_out: int = Field(description="Valid records the sampling ratio left out.")
+    spooled: int
+    rejected: list[RecordErrorOut]
+
+
+class LabelsIn(Strict):
+    """Labels for requests served earlier: ``[{"request_id": ..., "label": ...}]``."""
+
+    labels: list[Any] = Field(min_length=1, max_length=10_000)
+
+
+class LabelsOut(BaseModel):
+    labeled: int
+    duplicates: int = Field(description="Labels for requests labeled before (counted once).")
+    unknown_ids: list[str] = Field(description="Request ids with no served record (unknown "
+                                   "or older than the retention).")
+    rejected: list[RecordErrorOut]
+
+
+class SampleStats(BaseModel):
+    labeled_per_class: dict[str, int]
+    labeled_total: int
+    served_in_window: int
+    spooled: int = Field(description="Served records waiting on disk for the cache.")

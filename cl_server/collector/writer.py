@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 
 import redis
 
-from cl_server.collector.spool import Spool
+from cl_server.collector.spool import Spool, decode_records, encode_record
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +37,17 @@ class StreamWriter:
         stream: the stream key.
         spool: where batches go while Redis is unreachable.
         max_length: approximate length the stream is trimmed to.
+        index_ttl_s: seconds a record stays findable by its ``id`` (:func:`find_records`,
+            for labels that arrive later); None: no index.
     """
 
     def __init__(self, client: redis.Redis, stream: str, spool: Spool, *,
-                 max_length: int = 100_000):
+                 max_length: int = 100_000, index_ttl_s: float | None = 7 * 86_400):
         self.client = client
         self.stream = stream
         self.spool = spool
         self.max_length = max_length
+        self.index_ttl_s = index_ttl_s
         self._lock = threading.Lock()
         self.degraded = len(spool) > 0
         self.written = 0
@@ -91,8 +94,47 @@ class StreamWriter:
             return replayed
 
     def _xadd(self, records: Sequence[Mapping[str, object]]) -> None:
+        buckets: set[str] = set()
         with self.client.pipeline(transaction=False) as pipe:
             for record in records:
                 pipe.xadd(self.stream, dict(record), maxlen=self.max_length,  # type: ignore[arg-type]
                           approximate=True)
+                if self.index_ttl_s is not None and "id" in record and "ts_ms" in record:
+                    bucket = index_bucket(self.stream, int(record["ts_ms"]))  # type: ignore[call-overload]
+                    pipe.hset(bucket, _text(record["id"]), encode_record(record))
+                    buckets.add(bucket)
+            for bucket in buckets:
+                pipe.expire(bucket, int(self.index_ttl_s or 0) + BUCKET_MS // 1000)
             pipe.execute()
+
+
+BUCKET_MS = 3_600_000
+"""Records are indexed by id in one Redis hash per stream and hour (by their ``ts_ms``)."""
+
+
+def index_bucket(stream: str, ts_ms: int) -> str:
+    return f"{stream}:byid:{ts_ms // BUCKET_MS}"
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def find_records(client: redis.Redis, stream: str, ids: Sequence[str], now_ms: int,
+                 hours: int = 168) -> dict[str, dict[str, bytes]]:
+    """The indexed records of ``ids`` written in the last ``hours`` (an id absent from the
+    answer is unknown or expired). One pipelined round trip."""
+    if not ids:
+        return {}
+    newest = now_ms // BUCKET_MS
+    buckets = [f"{stream}:byid:{hour}" for hour in range(newest, newest - hours - 1, -1)]
+    with client.pipeline(transaction=False) as pipe:
+        for bucket in buckets:
+            pipe.hmget(bucket, list(ids))
+        answers = pipe.execute()
+    found: dict[str, dict[str, bytes]] = {}
+    for values in answers:
+        for request_id, blob in zip(ids, values, strict=True):
+            if blob is not None and request_id not in found:
+                found[request_id] = next(decode_records(blob))
+    return found
