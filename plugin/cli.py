@@ -7,7 +7,8 @@ Commands:
     worker [CONFIG]           run a job worker on the same Redis and store
     token create              issue an API token directly in the store (e.g. a lost admin token)
     proxy                     the request-collecting proxy in front of Triton / TF-Serving
-    bench cl | stream | proxy benchmarks (CL profiler, proactive training, proxy overhead)
+    bench cl | stream | proxy | ingest   benchmarks (CL profiler, proactive training, proxy
+                              overhead, collector ingest)
     openapi / config-schema   print the API document / the config's JSON schema
 """
 
@@ -430,6 +431,34 @@ def bench_proxy(rate: float, duration_s: float, out_dir: Path, quick: bool) -> N
                   f"{deploy['requests_during']} requests", markup=False)
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "proxy.json"
+    path.write_text(json.dumps(result, indent=2))
+    console.print(f"wrote {path}")
+
+
+@bench.command("ingest")
+@click.option("--duration", "duration_s", type=click.FloatRange(0.5, 600), default=10,
+              show_default=True, help="Seconds per measured path.")
+@click.option("--batch", type=click.IntRange(1, 10_000), default=1000, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              default=Path("bench-results/ingest"), show_default=True)
+@click.option("--quick", is_flag=True, help="2 s per path: for CI.")
+def bench_ingest(duration_s: float, batch: int, out_dir: Path, quick: bool) -> None:
+    """Collector ingest throughput into the embedded Redis, beside raw pipelined XADD."""
+    from evaluator.ingest_bench import IngestBenchSettings, run_ingest_bench
+
+    settings = IngestBenchSettings(duration_s=2 if quick else duration_s, batch=batch)
+    with console.status("starting redis and the store; ingesting..."):
+        result = run_ingest_bench(settings)
+    raw, collected = result["raw"], result["collector"]
+    click.echo(f"raw pipelined XADD (redis-py): {raw['records_per_s']:,} records/s")
+    if result["redis_benchmark_xadd_per_s"] is not None:
+        click.echo(f"redis-benchmark XADD: {result['redis_benchmark_xadd_per_s']:,.0f} requests/s")
+    click.echo(f"collector ingest: {collected['records_per_s']:,} records/s "
+               f"({collected['records']:,} offered, {collected['stored']:,} stored, "
+               f"{result['lost']} lost; batches of {batch}, load average "
+               f"{result['load_average'][0]:.2f})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "ingest.json"
     path.write_text(json.dumps(result, indent=2))
     console.print(f"wrote {path}")
 

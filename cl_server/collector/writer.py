@@ -94,16 +94,16 @@ class StreamWriter:
             return replayed
 
     def _xadd(self, records: Sequence[Mapping[str, object]]) -> None:
-        buckets: set[str] = set()
+        buckets: dict[str, dict[str, bytes]] = {}
         with self.client.pipeline(transaction=False) as pipe:
             for record in records:
                 pipe.xadd(self.stream, dict(record), maxlen=self.max_length,  # type: ignore[arg-type]
                           approximate=True)
                 if self.index_ttl_s is not None and "id" in record and "ts_ms" in record:
                     bucket = index_bucket(self.stream, int(record["ts_ms"]))  # type: ignore[call-overload]
-                    pipe.hset(bucket, _text(record["id"]), encode_record(record))
-                    buckets.add(bucket)
-            for bucket in buckets:
+                    buckets.setdefault(bucket, {})[_text(record["id"])] = encode_record(record)
+            for bucket, entries in buckets.items():  # one HSET per hour bucket and batch
+                pipe.hset(bucket, mapping=entries)  # type: ignore[arg-type]
                 pipe.expire(bucket, int(self.index_ttl_s or 0) + BUCKET_MS // 1000)
             pipe.execute()
 
