@@ -74,31 +74,36 @@ class ChiSquareDetector(DriftDetector):
                              f"(got {self.params['smoothing']})")
 
     def _reset_model(self) -> None:
-        self._reference_counts = np.zeros(0, dtype=np.int64)
+        self._classes = np.zeros(0, dtype=np.int64)
+        self._counts = np.zeros(0, dtype=np.int64)
 
     def _fit_reference(self, reference: np.ndarray) -> None:
-        self._reference_counts = np.bincount(reference)
+        # Counts per distinct class (not np.bincount): memory follows the classes predicted, not
+        # the largest index.
+        self._classes, self._counts = np.unique(reference, return_counts=True)
 
     def _evaluate(self, window: np.ndarray) -> DriftResult:
-        size = max(len(self._reference_counts), int(window.max()) + 1)
-        reference = np.pad(self._reference_counts, (0, size - len(self._reference_counts)))
-        current = np.bincount(window, minlength=size)
-        present = np.flatnonzero(reference + current)
-        if len(present) < 2:
+        window_classes, window_counts = np.unique(window, return_counts=True)
+        classes = np.union1d(self._classes, window_classes)
+        reference = np.zeros(len(classes), dtype=np.int64)
+        reference[np.searchsorted(classes, self._classes)] = self._counts
+        current = np.zeros(len(classes), dtype=np.int64)
+        current[np.searchsorted(classes, window_classes)] = window_counts
+        if len(classes) < 2:
             statistic, p_value, dof = 0.0, 1.0, 0
         else:
-            table = np.stack([reference[present], current[present]]) + self.params["smoothing"]
+            table = np.stack([reference, current]) + self.params["smoothing"]
             statistic, p_value, dof, _ = stats.chi2_contingency(table, correction=False)
         reference_share = reference / reference.sum()
         window_share = current / current.sum()
         change = np.abs(window_share - reference_share)
-        unseen = np.flatnonzero((reference == 0) & (current > 0))
+        unseen = reference == 0
         top: list[JsonValue] = [
-            {"class": int(c), "reference_share": float(reference_share[c]),
-             "window_share": float(window_share[c])}
-            for c in np.argsort(-change, kind="stable")[:TOP_CLASSES] if change[c] > 0]
+            {"class": int(classes[i]), "reference_share": float(reference_share[i]),
+             "window_share": float(window_share[i])}
+            for i in np.argsort(-change, kind="stable")[:TOP_CLASSES] if change[i] > 0]
         return self._result(
             statistic=statistic, p_value=p_value, magnitude=0.5 * change.sum(),
             alarm=p_value < self.alpha,
-            evidence={"classes": top, "unseen_classes": [int(c) for c in unseen],
+            evidence={"classes": top, "unseen_classes": classes[unseen].tolist(),
                       "unseen_share": float(window_share[unseen].sum()), "dof": int(dof)})
