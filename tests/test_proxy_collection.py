@@ -14,7 +14,7 @@ import pytest
 import redis
 import tritonclient.http as triton_http
 
-from plugin.proxy import kserve
+from cl_server.collector import kserve
 from plugin.proxy.collector import RequestCollector, ServedRequest, served_stream
 from plugin.proxy.metrics import LatencyWindow, ProxyMetrics, latency_key, publish_latency
 

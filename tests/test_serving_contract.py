@@ -26,7 +26,7 @@ import torch
 
 from cl_server.config.schema import ModelConfig, ServiceConfig
 from model_factory.templates import Classifier, load_for_serving
-from plugin.proxy import kserve
+from cl_server.collector import kserve
 from plugin.proxy.app import InferenceProxy
 from plugin.proxy.collector import RequestCollector, served_stream
 from plugin.proxy.runner import ProxyThread

@@ -22,7 +22,7 @@ import tritonclient.http as triton_http
 
 from cl_server.config.schema import ModelConfig
 from model_factory.templates import Classifier
-from plugin.proxy import kserve
+from cl_server.collector import kserve
 from plugin.proxy.app import InferenceProxy
 from plugin.proxy.collector import RequestCollector, served_stream
 from plugin.proxy.metrics import latency_key

@@ -10,7 +10,7 @@ once Redis answers again (checked every second).
 
 Stream entry fields (bytes): ``id`` (request id), ``ts_ms``, ``version``, ``role``
 (``champion`` / ``canary`` / ``shadow`` / ``explicit``), ``latency_ms`` (engine round trip seen
-by the proxy), ``inputs`` and ``outputs`` (tensors in :func:`plugin.proxy.kserve.pack` form).
+by the proxy), ``inputs`` and ``outputs`` (tensors in :func:`cl_server.collector.kserve.pack` form).
 A shadow entry has the id of the request it mirrors.
 """
 
@@ -31,7 +31,7 @@ import redis
 
 from cl_server.collector.spool import Spool
 from cl_server.collector.writer import StreamWriter
-from plugin.proxy import kserve
+from cl_server.collector import kserve
 
 log = logging.getLogger(__name__)
 
