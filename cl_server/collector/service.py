@@ -45,6 +45,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import random
 import time
 from collections.abc import Sequence
@@ -64,6 +65,20 @@ from cl_server.store import LabeledSample, Store
 
 RequestId = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.:-]{1,128}$")]
 MAX_BATCH = 10_000
+HOLDOUT_SHARE = 0.2
+"""Share of labeled samples set aside for validation (never trained on), chosen by a hash of
+the request id so that the choice is the same on every replay."""
+
+
+def split_of(request_id: str) -> str:
+    """``holdout`` for about :data:`HOLDOUT_SHARE` of request ids, ``train`` for the rest.
+
+    Example:
+        >>> sum(split_of(f"r{i}") == "holdout" for i in range(10_000)) / 10_000
+        0.1969
+    """
+    draw = int.from_bytes(hashlib.sha256(request_id.encode()).digest()[:4], "big") / 2**32
+    return "holdout" if draw < HOLDOUT_SHARE else "train"
 
 
 def keys(service: str) -> dict[str, str]:
@@ -283,10 +298,12 @@ class ServiceCollector:
             samples.append(LabeledSample(
                 service=self.service, request_id=item["request_id"],
                 inputs=bytes(record["inputs"]), label=item["label"], prediction=prediction,
-                model_version=version, source=source))  # type: ignore[arg-type]
+                model_version=version, source=source,  # type: ignore[arg-type]
+                split=split_of(item["request_id"])))  # type: ignore[arg-type]
             entries.append({"id": item["request_id"], "ts_ms": now_ms, "label": item["label"],
                             "inputs": record["inputs"], "prediction": prediction or "",
-                            "version": version or 0, "source": source})
+                            "version": version or 0, "source": source,
+                            "split": samples[-1].split})
         try:
             self.store.add_labeled_samples(samples)
         except Exception:

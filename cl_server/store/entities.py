@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import UTC, datetime
 from enum import IntEnum
@@ -38,6 +39,17 @@ def utcnow() -> datetime:
 def new_id() -> str:
     """A random 32-hex-digit record id."""
     return uuid.uuid4().hex
+
+
+def sample_id(ts_ms: int) -> str:
+    """A time-ordered id: 13 digits of milliseconds, then 19 random hex digits.
+
+    Example:
+        >>> a, b = sample_id(1_763_800_000_000), sample_id(1_763_800_000_001)
+        >>> a < b, len(a), a[:13]
+        (True, 32, '1763800000000')
+    """
+    return f"{ts_ms:013d}{uuid.uuid4().hex[:19]}"
 
 
 JsonObject = dict[str, JsonValue]
@@ -218,10 +230,14 @@ class DriftEvent(Record):
 
 
 class LabeledSample(Record):
-    """A served input with its label, the durable copy of what jobs train on."""
+    """A served input with its label, the durable copy of what jobs train on.
+
+    The collector gives it a time-ordered ``id`` (13-digit milliseconds, then random hex), so
+    that "every sample up to id X" is a store query that returns the same samples forever.
+    """
 
     collection: ClassVar[str] = "labeled_samples"
-    id: str = Field(default_factory=new_id)
+    id: str = Field(default_factory=lambda: sample_id(int(time.time() * 1000)))
     service: str
     request_id: str
     inputs: bytes = Field(description="The input tensor, .npy-encoded (or UTF-8 text).")
@@ -230,6 +246,8 @@ class LabeledSample(Record):
     confidences: list[float] | None = None
     model_version: int | None = None
     source: Literal["feedback", "annotator", "ingest"] = "feedback"
+    split: Literal["train", "holdout"] = Field(
+        "train", description="Holdout samples are never trained on: validation scores on them.")
     created_at: Timestamp = Field(default_factory=utcnow)
 
 
