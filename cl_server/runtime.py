@@ -23,6 +23,7 @@ from cl_server.api import create_app
 from cl_server.auth import ensure_admin
 from cl_server.config import ServiceConfig
 from cl_server.embedded import EmbeddedServices, ManagedProcess
+from cl_server.envelope.job import ENV_DATA_DIR
 from cl_server.queue import WorkerSettings
 from cl_server.store import MongoStore
 
@@ -49,6 +50,7 @@ def worker_process(settings: WorkerSettings, run_dir: Path, index: int) -> Manag
     name = f"modelci-embedded-{index}-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, ENV_CACHE_URL: settings.cache_url, ENV_STORE_URI: settings.store_uri,
            ENV_STORE_DB: settings.database, ENV_QUEUE: settings.queue,
+           ENV_DATA_DIR: str(run_dir.parent),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
     def ready() -> bool:

@@ -79,8 +79,12 @@ def test_openapi_document_is_valid(live: Live) -> None:
     assert {"401", "403", "413", "422"} <= set(submit["responses"])
     body = submit["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/JobIn"}
-    [healthcheck] = document["components"]["schemas"]["JobIn"]["oneOf"]
+    kinds = {entry["properties"]["kind"]["const"]: entry
+             for entry in document["components"]["schemas"]["JobIn"]["oneOf"]}
+    assert set(kinds) == {"healthcheck", "cl_update"}
+    healthcheck = kinds["healthcheck"]
     assert healthcheck["additionalProperties"] is False
+    assert "service" in kinds["cl_update"]["properties"]["params"]["required"]
     assert healthcheck["properties"]["params"]["properties"]["hold_s"]["minimum"] == 0
 
 

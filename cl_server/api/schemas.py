@@ -81,7 +81,9 @@ def _one_of_kinds(schema: dict[str, Any]) -> None:
             raise ValueError(f"job kind '{name}': parameters must be flat to be documented")
         params.pop("title", None)
         alternatives.append({
-            "type": "object", "additionalProperties": False, "required": ["kind"],
+            "type": "object", "additionalProperties": False,
+            # A kind with required parameters needs the params object itself.
+            "required": ["kind", "params"] if params.get("required") else ["kind"],
             "properties": {"kind": {"const": name},
                            "service": schema["properties"]["service"],
                            "params": params}})

@@ -4,5 +4,8 @@ from cl_server.queue.jobs import JobConflict, JobQueue, JobRejected
 from cl_server.queue.kinds import KINDS, JobCancelled, JobContext, job_kind
 from cl_server.queue.worker import WorkerSettings, run_worker
 
+# Job kinds defined elsewhere register themselves on import: the CL update job.
+import cl_server.envelope.job  # noqa: E402,F401  (registers "cl_update")
+
 __all__ = ["KINDS", "JobCancelled", "JobConflict", "JobContext", "JobQueue", "JobRejected",
            "WorkerSettings", "job_kind", "run_worker"]

@@ -1,0 +1,119 @@
+"""The data of one CL update job, as reproducible store queries.
+
+A job takes a *snapshot*: the id of the newest labeled sample (ids are time-ordered, see
+:func:`cl_server.store.entities.sample_id`). Its training pool is the query
+
+    {"service": S, "split": "train", "id": {"$lte": <snapshot>}}  sorted by id
+
+recorded with the sha256 of the returned ids (:class:`~cl_server.store.DataQuery`): running it
+again later returns exactly the same samples (labeled samples are never changed), which
+:func:`verify_query` checks. Within the pool, samples after the previous job's snapshot are the
+*new* data, the rest the *history* rehearsal draws from. Validation holdouts come from the
+``holdout`` split (never trained on): the newest ``recent_holdout`` samples, and up to
+``historical_per_class`` of the oldest per class.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cl_server.collector import kserve
+from cl_server.config.schema import InputSpec, ValidationConfig
+from cl_server.store import DataQuery, LabeledSample, Store
+
+
+def digest(ids: Sequence[str]) -> str:
+    """sha256 of the ids in order, one per line."""
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()
+
+
+def pool_query(service: str, snapshot: str) -> DataQuery:
+    return DataQuery(filter={"service": service, "split": "train", "id": {"$lte": snapshot}},
+                     sort=[("id", 1)], limit=0)
+
+
+def snapshot_of(query: DataQuery | None) -> str | None:
+    """The snapshot id a pool query was taken at (None for no query)."""
+    if query is None:
+        return None
+    bound = query.filter.get("id")
+    return str(bound["$lte"]) if isinstance(bound, dict) and "$lte" in bound else None
+
+
+@dataclass
+class UpdateData:
+    query: DataQuery
+    snapshot: str
+    new: list[LabeledSample]
+    history: list[LabeledSample]
+    recent: list[LabeledSample]
+    historical: list[LabeledSample]
+
+
+def latest_sample_id(store: Store, service: str) -> str | None:
+    newest = store.run_data_query(DataQuery(filter={"service": service}, sort=[("id", -1)],
+                                            limit=1))
+    return newest[0].id if newest else None
+
+
+def take_snapshot(store: Store, service: str, previous: str | None,
+                  validation: ValidationConfig) -> UpdateData:
+    """The job's data (see the module doc); ``previous`` is the champion's snapshot id."""
+    snapshot = latest_sample_id(store, service)
+    if snapshot is None:
+        raise ValueError(f"service '{service}' has no labeled samples yet")
+    query = pool_query(service, snapshot)
+    pool = store.run_data_query(query)
+    query = query.model_copy(update={"sample_count": len(pool),
+                                     "digest": digest([s.id for s in pool])})
+    new = [s for s in pool if previous is None or s.id > previous]
+    history = [s for s in pool if previous is not None and s.id <= previous]
+    recent = store.run_data_query(DataQuery(
+        filter={"service": service, "split": "holdout", "id": {"$lte": snapshot}},
+        sort=[("id", -1)], limit=validation.recent_holdout))
+    oldest_recent = min((s.id for s in recent), default=snapshot)
+    historical: list[LabeledSample] = []
+    for label in sorted({s.label for s in pool} | {s.label for s in recent}):
+        historical += store.run_data_query(DataQuery(
+            filter={"service": service, "split": "holdout", "label": label,
+                    "id": {"$lt": oldest_recent}},
+            sort=[("id", 1)], limit=validation.historical_per_class))
+    return UpdateData(query, snapshot, new, history, recent, historical)
+
+
+def verify_query(store: Store, query: DataQuery) -> bool:
+    """True if the recorded query still returns exactly the samples it returned (same ids in
+    the same order)."""
+    samples = store.run_data_query(query)
+    return len(samples) == query.sample_count and digest([s.id for s in samples]) == query.digest
+
+
+def to_tensor(samples: Sequence[LabeledSample], spec: InputSpec) -> torch.Tensor:
+    """The samples' inputs as one float tensor ``[N, *spec.shape]``.
+
+    A stored input is a packed tensor (:func:`cl_server.collector.kserve.pack`); requests the
+    proxy collected carry a batch axis of 1, which is dropped. Other sizes are an error naming
+    the request."""
+    shape = tuple(spec.shape)
+    rows = []
+    for sample in samples:
+        tensors = kserve.unpack(sample.inputs)
+        if not tensors:
+            raise ValueError(f"request {sample.request_id}: no input tensor stored")
+        array = np.asarray(next(iter(tensors.values())), dtype=np.float32)
+        if -1 not in shape and array.size == int(np.prod(shape)):
+            array = array.reshape(shape)
+        elif array.ndim == len(shape) + 1 and array.shape[0] == 1:
+            array = array[0]
+        else:
+            raise ValueError(f"request {sample.request_id}: input of shape {list(array.shape)} "
+                             f"does not fit the model input {list(shape)}")
+        rows.append(array)
+    if not rows:
+        return torch.zeros((0, *[max(d, 1) for d in shape]))
+    return torch.from_numpy(np.stack(rows))

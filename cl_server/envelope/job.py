@@ -1,0 +1,214 @@
+"""The ``cl_update`` job: snapshot the data, train a challenger, validate it, deploy or reject.
+
+Every step leaves a record, so a version can be traced back to the job, the trigger, the exact
+data and the gates that decided its fate (lineage):
+
+1. data: :func:`cl_server.envelope.data.take_snapshot` (a reproducible pool query + digest);
+2. scenario: :class:`cl_server.scenario_switch.ScenarioSwitch` from the new data's classes;
+3. training: :mod:`cl_server.envelope.train` from the champion (stateful) or from scratch;
+4. the challenger: a :class:`ModelVersion` (parent, base, job, data query, metrics), its
+   artifact written under ``<data_dir>/artifacts/<service>/`` with its sha256;
+5. validation: :class:`evaluator.validator.ServiceValidator` against the champion, stored as a
+   :class:`Validation`; a failing challenger is ``rejected`` with its failed gates;
+6. promotion: a passing challenger is deployed through the service's serving adapter when the
+   config names an engine repository (else it is promoted in the store only), recorded as a
+   :class:`Deployment`; the champion changes only if the deploy succeeded.
+
+The champion's artifact is checked against its recorded sha256 before it is loaded: a
+mismatch fails the job and nothing changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, JsonValue
+
+from cl_server.config.schema import ServiceConfig
+from cl_server.envelope.data import UpdateData, snapshot_of, take_snapshot, to_tensor
+from cl_server.envelope.train import Training, starting_model, train
+from cl_server.queue.kinds import JobContext, KindParams, job_kind
+from cl_server.scenario_switch import ScenarioSwitch
+from cl_server.store import Deployment, ModelVersion, Service, Store, Validation
+
+ENV_DATA_DIR = "MODELCI_DATA_DIR"
+
+
+class CLUpdateParams(KindParams):
+    service: str = Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    scenario: Literal["auto", "ni", "nc", "nic", "retrain"] = Field(
+        "auto", description="auto: the scenario switch decides from the data.")
+    drift_magnitude: float | None = Field(None, ge=0, description="From the trigger, for the "
+                                          "scenario switch's retrain rule.")
+    seed: int = Field(0, ge=0)
+    deploy: bool = Field(True, description="Deploy a passing challenger (false: validate only).")
+
+
+def service_config(service: Service) -> ServiceConfig:
+    """The config a service was registered with (its record keeps every section but secrets)."""
+    return ServiceConfig.model_validate({"name": service.name, **service.config})
+
+
+def artifacts_dir(service: str) -> Path:
+    return Path(os.environ.get(ENV_DATA_DIR, ".modelci")).resolve() / "artifacts" / service
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def load_version(version: ModelVersion) -> Any:
+    """The Classifier of a stored version, after checking its artifact's sha256."""
+    from model_factory.templates import Classifier
+
+    if not version.artifact_uri:
+        raise ValueError(f"version {version.version} of {version.service} has no artifact")
+    path = Path(version.artifact_uri)
+    if not path.is_file():
+        raise ValueError(f"artifact of version {version.version} is missing: {path}")
+    found = sha256_file(path)
+    if found != version.artifact_sha256:
+        raise ValueError(f"artifact of version {version.version} does not match its recorded "
+                         f"sha256 (recorded {version.artifact_sha256}, found {found}): refused")
+    return Classifier.load(path)
+
+
+@job_kind("cl_update", CLUpdateParams,
+          "Train a challenger on the service's new labeled data, validate it against the "
+          "champion and deploy it if every gate passes.")
+def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
+    from evaluator.validator import Holdout, ServiceValidator
+
+    store = ctx.store
+    service = store.get_service(params.service)
+    if service is None:
+        raise ValueError(f"unknown service '{params.service}'")
+    config = service_config(service)
+    champion_record = store.get_version(service.name, service.champion_version) \
+        if service.champion_version else None
+    champion = load_version(champion_record) if champion_record else None
+
+    data = take_snapshot(store, service.name, snapshot_of(
+        champion_record.data_query if champion_record else None), config.validation)
+    ctx.log(f"data: {len(data.new)} new and {len(data.history)} earlier training samples up to "
+            f"{data.snapshot}; holdouts {len(data.recent)} recent, {len(data.historical)} "
+            f"historical")
+    if not data.new:
+        raise ValueError("no new labeled training samples since the champion's data")
+    spec = config.model.input
+    training = Training(to_tensor(data.new, spec), [s.label for s in data.new],
+                        to_tensor(data.history, spec), [s.label for s in data.history])
+    scenario, reason = _scenario(config, params, champion, data, store, service.name)
+    ctx.log(f"scenario {scenario}: {reason}")
+
+    present = set(training.history_labels) | set(training.new_labels)
+    classes_seen = [c for c in config.model.classes if c in present]  # in the config's order
+    model = starting_model(config, champion, scenario, params.seed, classes_seen)
+    ctx.check_cancelled()
+    stats = train(model, config, training, scenario, params.seed, ctx.log, ctx.check_cancelled)
+
+    record = store.add_version(ModelVersion(
+        service=service.name, version=0,
+        parent_version=champion_record.version if champion_record else None,
+        base_version=(champion_record.base_version or champion_record.version)
+        if champion_record and scenario != "retrain" else None,
+        job_id=ctx.job_id, data_query=data.query, classes=list(model.classes),
+        metrics={"scenario": scenario, "scenario_reason": reason, "strategy":
+                 config.cl.strategy.name, "train": stats,  # type: ignore[dict-item]
+                 "new_samples": len(data.new), "history_samples": len(data.history)}))
+    directory = artifacts_dir(service.name)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"v{record.version}.pt"
+    sha = model.export(path)
+    store.update_version(service.name, record.version, artifact_uri=str(path),
+                         artifact_sha256=sha, artifact_bytes=path.stat().st_size)
+    ctx.log(f"challenger version {record.version}: {path} (sha256 {sha[:12]}...)")
+
+    validator = ServiceValidator(config.validation)
+    recent = Holdout(to_tensor(data.recent, spec), [s.label for s in data.recent])
+    historical = Holdout(to_tensor(data.historical, spec), [s.label for s in data.historical])
+    report = validator.validate(model, champion, recent, historical)
+    validation = store.add_validation(Validation(
+        service=service.name, challenger_version=record.version,
+        champion_version=champion_record.version if champion_record else None,
+        job_id=ctx.job_id, gates=report.gates, passed=report.passed,
+        report=_finite(report.report)))
+    metrics = _finite({**record.metrics, "validation_id": validation.id,
+                       "recent_accuracy": report.report["challenger"]["recent"]["accuracy"],
+                       "champion_recent_accuracy": (report.report["champion"] or {}).get(
+                           "recent", {}).get("accuracy")})
+    ctx.log("validation: " + ", ".join(f"{g.name} {'pass' if g.passed else 'FAIL'}"
+                                       for g in report.gates))
+    if not report.passed:
+        store.update_version(service.name, record.version, status="rejected", metrics=metrics)
+        return {"version": record.version, "outcome": "rejected",
+                "failed_gates": report.failed_gates, "validation_id": validation.id,
+                "scenario": scenario}
+    if not params.deploy:
+        store.update_version(service.name, record.version, metrics=metrics)
+        return {"version": record.version, "outcome": "validated", "validation_id":
+                validation.id, "scenario": scenario}
+    outcome = _promote(store, config, service, record.version, path, ctx)
+    store.update_version(service.name, record.version, metrics=metrics,
+                         status="champion" if outcome == "deployed" else "candidate")
+    return {"version": record.version, "outcome": outcome, "validation_id": validation.id,
+            "scenario": scenario}
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN / infinity replaced by None (JSON has no NaN)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _scenario(config: ServiceConfig, params: CLUpdateParams, champion: Any, data: UpdateData,
+              store: Store, service: str) -> tuple[str, str]:
+    if params.scenario != "auto":
+        return params.scenario, "requested by the job's parameters"
+    if champion is None:
+        return "retrain", "no champion yet: the first version trains from scratch"
+    updates = sum(1 for v in store.list_versions(service) if v.job_id) + 1
+    choice = ScenarioSwitch(config.cl.scenario).choose(
+        set(champion.classes), Counter(s.label for s in data.new), params.drift_magnitude,
+        updates)
+    return choice.scenario, choice.reason
+
+
+def _promote(store: Store, config: ServiceConfig, service: Service, version: int, path: Path,
+             ctx: JobContext) -> str:
+    previous = service.champion_version
+    engine_ready = config.engine.url is not None and config.engine.model_repository is not None
+    detail = "promoted in the store (no engine repository configured)"
+    if engine_ready:
+        from plugin.serving.factory import make_adapter, routing_path
+        from plugin.serving.routing import RoutingTable
+
+        adapter = make_adapter(config, RoutingTable(routing_path(
+            Path(os.environ.get(ENV_DATA_DIR, ".modelci")).resolve(), service.name)))
+        try:
+            result = adapter.deploy(version, path)
+        except Exception as exc:  # noqa: BLE001 - any engine failure leaves the champion
+            store.add_deployment(Deployment(service=service.name, version=version,
+                                            previous_version=previous, status="failed",
+                                            detail=str(exc)[:2000], actor=f"job:{ctx.job_id}"))
+            ctx.log(f"deploy of version {version} failed, champion stays: {exc}", "ERROR")
+            return "deploy_failed"
+        detail = f"deployed to {config.engine.kind} in {result.total_s:.2f} s"
+    store.add_deployment(Deployment(service=service.name, version=version,
+                                    previous_version=previous, bytes_shipped=path.stat().st_size,
+                                    detail=detail, actor=f"job:{ctx.job_id}"))
+    store.update_service(service.name, champion_version=version)
+    if previous is not None:
+        store.update_version(service.name, previous, status="retired")
+    ctx.log(f"version {version} is the champion ({detail})")
+    return "deployed"

@@ -1,0 +1,119 @@
+"""Train a challenger the way the service config says (the "CL envelope").
+
+- The starting point: the champion (``cl.mode: stateful``, weights carried over) or a fresh
+  model of the configured template (``stateless``, and always for an offline ``retrain``).
+- New classes in the data (NC / NIC) grow the output layer, keeping the learned weights.
+- The data: the new samples, mixed with samples replayed from a rehearsal buffer
+  (``cl.rehearsal``, filled from the history) when there is history; ``retrain`` trains on
+  history and new data together. ``cl.max_samples`` caps what one job trains on (the newest
+  new samples first).
+- The strategy (``cl.strategy``): EWC, SI, LwF and MAS first consolidate on the history with
+  the champion's weights (Fisher / importances / the old model), then regularise training on
+  the new data; ``proactive`` walks the new data with Algorithm 1 of Prapas et al. (t new +
+  b - t from history per step); ``full-retrain`` always retrains from scratch.
+
+A non-finite loss stops the job with an error naming the epoch and batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from cl_server.config.schema import ServiceConfig
+from model_factory.proactive import History, proactive_step_batches
+from model_factory.rehearsal import make_buffer
+from model_factory.rehearsal.mixing import mixed_batches
+from model_factory.strategies import STRATEGIES, make_strategy
+from model_factory.templates import Classifier, prebatched
+
+REPLAY_RATIO = 0.5
+
+
+@dataclass
+class Training:
+    """What the job trains on: inputs ``[N, ...]`` and label names, new and history."""
+
+    new_x: torch.Tensor
+    new_labels: list[str]
+    history_x: torch.Tensor
+    history_labels: list[str]
+
+
+def starting_model(config: ServiceConfig, champion: Classifier | None, scenario: str,
+                   seed: int, classes_seen: list[str]) -> Classifier:
+    """The champion to continue from, or a fresh model knowing ``classes_seen``."""
+    fresh = (champion is None or config.cl.mode == "stateless" or scenario == "retrain"
+             or config.cl.strategy.name == "full-retrain")
+    if not fresh:
+        assert champion is not None
+        return Classifier.from_state(champion.state(include_optimizer=True))
+    return Classifier(config.model.template, tuple(config.model.input.shape), classes_seen,
+                      params=dict(config.model.template_params), seed=seed,
+                      learning_rate=config.cl.learning_rate)
+
+
+def train(model: Classifier, config: ServiceConfig, data: Training, scenario: str, seed: int,
+          log: Callable[[str], None], check_cancelled: Callable[[], None]) -> dict[str, float]:
+    """Train ``model`` in place; returns training statistics (seconds, samples, loss)."""
+    cl = config.cl
+    present = set(data.history_labels) | set(data.new_labels)
+    unseen = [c for c in config.model.classes if c in present and c not in model.classes]
+    if unseen:
+        model.grow(unseen)
+        log(f"output layer grown for new classes: {', '.join(unseen)}")
+    index = {c: i for i, c in enumerate(model.classes)}
+    generator = torch.Generator().manual_seed(seed)
+    new_x, new_labels = data.new_x, data.new_labels
+    if len(new_x) > cl.max_samples:
+        new_x, new_labels = new_x[-cl.max_samples:], new_labels[-cl.max_samples:]
+    new_y = torch.tensor([index[c] for c in new_labels], dtype=torch.long)
+    hist_y = torch.tensor([index[c] for c in data.history_labels], dtype=torch.long)
+    retrain = scenario == "retrain" or cl.strategy.name == "full-retrain"
+    if retrain:
+        new_x, new_y = torch.cat([data.history_x, new_x]), torch.cat([hist_y, new_y])
+        keep = min(len(new_x), cl.max_samples)
+        new_x, new_y = new_x[-keep:], new_y[-keep:]
+    if len(new_x) == 0:
+        raise ValueError("no training samples: no new labeled data since the champion")
+
+    name = cl.strategy.name
+    strategy = make_strategy(name, **dict(cl.strategy.params)) if name in STRATEGIES else None
+    history_ready = len(data.history_x) > 0 and not retrain
+    if strategy is not None and history_ready and name != "naive":
+        # Consolidate on what the champion learned before (Fisher, importances, old model).
+        strategy.after_experience(model.net, prebatched(
+            (data.history_x[i:i + cl.batch_size], hist_y[i:i + cl.batch_size])
+            for i in range(0, len(data.history_x), cl.batch_size)))
+    buffer = None
+    if history_ready and cl.rehearsal.kind != "none" and cl.rehearsal.size > 0 \
+            and name != "proactive":
+        buffer = make_buffer(cl.rehearsal.kind, cl.rehearsal.size, seed)
+        buffer.add(data.history_x, hist_y)
+    batches: list[tuple[torch.Tensor, torch.Tensor]] = []
+    for _ in range(cl.epochs):  # fresh shuffles and replay draws every epoch
+        if name == "proactive" and history_ready:
+            history = History()
+            history.append(data.history_x, hist_y)
+            batches += [(x, y) for x, y, _ in proactive_step_batches(
+                new_x, new_y, max(1, cl.batch_size // 4), cl.batch_size, generator,
+                history=history)]
+        elif buffer is not None:
+            batches += [(x, y) for x, y, _ in mixed_batches(new_x, new_y, buffer,
+                                                           cl.batch_size, REPLAY_RATIO,
+                                                           generator)]
+        else:
+            order = torch.randperm(len(new_x), generator=generator)
+            batches += [(new_x[order[i:i + cl.batch_size]], new_y[order[i:i + cl.batch_size]])
+                        for i in range(0, len(new_x), cl.batch_size)]
+    check_cancelled()
+    # One fit over every epoch's batches: the strategy sees one experience (its hooks run once).
+    stats = model.fit(new_x, new_y, strategy=strategy, loader=prebatched(batches))
+    check_cancelled()
+    log(f"trained {cl.epochs} epochs, {len(batches)} batches, "
+        f"{sum(len(x) for x, _ in batches)} samples: mean loss {stats['mean_loss']:.4f}")
+    return {"seconds": stats["wall_s"], "batches": float(len(batches)),
+            "samples": float(sum(len(x) for x, _ in batches)), "loss": stats["mean_loss"]}

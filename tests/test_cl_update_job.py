@@ -1,0 +1,155 @@
+"""The ``cl_update`` job in a real RQ worker process, on the embedded Redis and store.
+
+Digits (sklearn's 8x8, offline) arrive through the collector with their labels: classes 0-4
+first (the first version), then 5-9 (new classes: NC). Each job's lineage is checked: version
+-> job, data query (re-run: same digest), validation gates, deployment. A strict gate rejects a
+challenger and leaves the champion; a tampered champion artifact fails the job.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from sklearn.datasets import load_digits
+
+from cl_server.api.app import service_record
+from cl_server.collector.service import ServiceCollector
+from cl_server.config import parse_config
+from cl_server.envelope.data import verify_query
+from cl_server.queue import JobQueue, WorkerSettings
+from cl_server.runtime import worker_process
+from cl_server.store import Job, MongoStore
+from tests.test_queue import terminal, wait_for
+
+CONFIG = parse_config("""
+name: digits
+engine: {kind: triton, model_name: digits}
+model: {template: mlp, template_params: {hidden: [64]}, input: {shape: [64]},
+        classes: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]}
+cl:
+  strategy: {name: naive}
+  rehearsal: {kind: class_balanced, size: 300}
+  epochs: 15
+  batch_size: 32
+  learning_rate: 0.003
+validation:
+  recent_holdout: 150
+  historical_per_class: 20
+  gates: {min_accuracy_gain: 0.0, max_class_drop: 0.2}
+""", env={})
+
+
+@pytest.fixture
+def setup(store: MongoStore, store_uri: str, redis_url: str, tmp_path: Path
+          ) -> Iterator[tuple[JobQueue, ServiceCollector]]:
+    cache = redis.Redis.from_url(redis_url)
+    store.upsert_service(service_record(CONFIG))
+    queue = JobQueue(store, cache, name=f"q{uuid.uuid4().hex[:8]}", job_timeout_s=300)
+    collector = ServiceCollector(CONFIG, cache, store, tmp_path / "spool", seed=0)
+    settings = WorkerSettings(redis_url, store_uri, store.db.name, queue.queue.name)
+    proc = worker_process(settings, tmp_path / "run", 1)
+    proc.start()
+    try:
+        yield queue, collector
+    finally:
+        proc.stop()
+        cache.close()
+
+
+def feed(collector: ServiceCollector, classes: set[int], start: int) -> int:
+    x, y = load_digits(return_X_y=True)
+    rows = [i for i in range(len(y)) if y[i] in classes]
+    records = [{"request_id": f"d{start + n}", "inputs": (x[i] / 16.0).tolist(),
+                "label": str(y[i])} for n, i in enumerate(rows)]
+    outcome = collector.ingest(records)
+    assert outcome.accepted == len(records) and not outcome.rejected
+    return start + len(records)
+
+
+def run_update(queue: JobQueue, store: MongoStore, **params: object) -> Job:
+    job = queue.submit("cl_update", {"service": "digits", **params}, service="digits",
+                       trigger={"kind": "manual", "user": "test"})
+    return wait_for(store, job.id, terminal, timeout_s=180)
+
+
+def test_versions_come_from_jobs_with_their_whole_lineage(
+        setup: tuple[JobQueue, ServiceCollector], store: MongoStore) -> None:
+    queue, collector = setup
+    next_id = feed(collector, {0, 1, 2, 3, 4}, 0)
+
+    first = run_update(queue, store)
+    assert first.status == "succeeded", first.error
+    assert first.result["outcome"] == "deployed" and first.result["scenario"] == "retrain"
+    v1 = store.get_version("digits", 1)
+    assert v1 is not None and v1.job_id == first.id and v1.status == "champion"
+    assert v1.classes == ["0", "1", "2", "3", "4"] and v1.parent_version is None
+    assert v1.data_query is not None and verify_query(store, v1.data_query)
+    assert v1.data_query.sample_count == len(store.run_data_query(v1.data_query))
+    assert Path(v1.artifact_uri or "").is_file() and v1.artifact_sha256
+    assert store.get_service("digits").champion_version == 1
+
+    feed(collector, {5, 6, 7, 8, 9}, next_id)
+    second = run_update(queue, store)
+    assert second.status == "succeeded", second.error
+    assert second.result["scenario"] == "nc" and second.result["outcome"] == "deployed"
+    v2 = store.get_version("digits", 2)
+    assert v2.parent_version == 1 and v2.base_version == 1 and v2.job_id == second.id
+    assert sorted(v2.classes) == [str(c) for c in range(10)]
+    assert v2.metrics["new_samples"] > 0 and v2.metrics["history_samples"] > 0
+    assert v2.metrics["recent_accuracy"] > v2.metrics["champion_recent_accuracy"]
+    validation = store.get_validation(v2.metrics["validation_id"])
+    assert validation.passed and validation.challenger_version == 2
+    assert {g.name for g in validation.gates} == {"min_accuracy_gain", "max_class_drop",
+                                                  "max_p95_latency_increase",
+                                                  "max_model_bytes"}
+    deployments = store.list_deployments("digits")
+    assert [(d.version, d.previous_version) for d in
+            sorted(deployments, key=lambda d: d.version)] == [(1, None), (2, 1)]
+    assert store.get_version("digits", 1).status == "retired"
+    logs = " ".join(line.message for line in store.job_logs(second.id))
+    assert "output layer grown for new classes" in logs and "scenario nc" in logs
+
+
+def test_a_failed_gate_rejects_and_the_champion_stays(
+        setup: tuple[JobQueue, ServiceCollector], store: MongoStore) -> None:
+    queue, collector = setup
+    next_id = feed(collector, {0, 1, 2}, 0)
+    assert run_update(queue, store).status == "succeeded"
+    service = store.get_service("digits")
+    strict = dict(service.config)
+    strict["validation"] = {**strict["validation"],
+                            "gates": {**strict["validation"]["gates"], "min_accuracy_gain": 0.9}}
+    store.update_service("digits", config=strict)
+    feed(collector, {0, 1, 2}, next_id)  # more of the same: no 0.9 gain possible
+    job = run_update(queue, store)
+    assert job.status == "succeeded", job.error
+    assert job.result["outcome"] == "rejected"
+    assert job.result["failed_gates"] == ["min_accuracy_gain"]
+    assert store.get_version("digits", 2).status == "rejected"
+    assert store.get_service("digits").champion_version == 1
+    assert [d.version for d in store.list_deployments("digits")] == [1]
+
+
+def test_a_tampered_champion_artifact_fails_the_job(
+        setup: tuple[JobQueue, ServiceCollector], store: MongoStore) -> None:
+    queue, collector = setup
+    next_id = feed(collector, {0, 1}, 0)
+    assert run_update(queue, store).status == "succeeded"
+    artifact = Path(store.get_version("digits", 1).artifact_uri or "")
+    artifact.write_bytes(artifact.read_bytes() + b"tampered")
+    feed(collector, {2}, next_id)
+    job = run_update(queue, store)
+    assert job.status == "failed" and "does not match its recorded sha256" in (job.error or "")
+    assert store.get_service("digits").champion_version == 1
+    assert len(store.list_versions("digits")) == 1
+
+
+def test_a_job_without_new_data_fails_with_the_reason(
+        setup: tuple[JobQueue, ServiceCollector], store: MongoStore) -> None:
+    queue, _ = setup
+    job = run_update(queue, store)
+    assert job.status == "failed" and "no labeled samples yet" in (job.error or "")
