@@ -10,20 +10,25 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import psutil
 import redis
 import waitress
 from rq import Worker
 
 from cl_server.api import create_app
+from cl_server.api.context import ServerContext
 from cl_server.auth import ensure_admin
 from cl_server.config import ServiceConfig
 from cl_server.embedded import EmbeddedServices, ManagedProcess
 from cl_server.envelope.job import ENV_DATA_DIR
+from cl_server.loop import ServiceLoop
 from cl_server.queue import WorkerSettings
 from cl_server.store import MongoStore
 
@@ -43,6 +48,21 @@ class Started:
     cache_url: str
     store_uri: str
     data_dir: Path
+
+
+def ctx_of(app: Any) -> ServerContext:
+    return app.extensions["modelci"]
+
+
+def forget_dead_workers(cache: redis.Redis) -> int:
+    """Drop RQ worker registrations of this host whose process is gone (a worker killed with
+    its server leaves one behind, restored from Redis's snapshot); returns how many."""
+    host = socket.gethostname()
+    gone = [w for w in Worker.all(connection=cache)
+            if w.hostname == host and w.pid and not psutil.pid_exists(w.pid)]
+    for dead in gone:
+        dead.register_death()
+    return len(gone)
 
 
 def worker_process(settings: WorkerSettings, run_dir: Path, index: int) -> ManagedProcess:
@@ -85,6 +105,7 @@ class ServerRuntime:
         self.workers = config.queue.embedded_workers if workers is None else workers
         self._embedded: EmbeddedServices | None = None
         self._worker_procs: list[ManagedProcess] = []
+        self._loop: ServiceLoop | None = None
         self._store: MongoStore | None = None
         self._cache: redis.Redis | None = None
         self._server: waitress.server.BaseWSGIServer | None = None
@@ -113,10 +134,13 @@ class ServerRuntime:
         admin_token = ensure_admin(self._store,
                                    bootstrap.get_secret_value() if bootstrap else None)
         settings = WorkerSettings(cache_url, store_uri, config.store.database, config.queue.name)
+        forget_dead_workers(self._cache)
         for index in range(1, self.workers + 1):
             proc = worker_process(settings, self.data_dir / "run", index)
             proc.start()
             self._worker_procs.append(proc)
+        self._loop = ServiceLoop(config, self._store, self._cache, ctx_of(app).queue)
+        ctx_of(app).loop = self._loop.start()
         self._server = waitress.create_server(app, host=self.host, port=self.port, threads=8,
                                               clear_untrusted_proxy_headers=True)
         url = f"http://{self.host}:{self._server.effective_port}"
@@ -132,6 +156,9 @@ class ServerRuntime:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
         for proc in reversed(self._worker_procs):
             proc.stop()
         self._worker_procs.clear()

@@ -169,6 +169,10 @@ def _worker_settings(config_file: Path | None, data_dir: Path | None) -> Any:
                               os.environ.get(ENV_STORE_DB, "modelci"),
                               os.environ.get(ENV_QUEUE, "modelci"))
     config = _load_or_exit(config_file or demo_config_path())
+    from cl_server.envelope.job import ENV_DATA_DIR
+
+    # CL jobs write artifacts and routing tables under the server's data dir.
+    os.environ.setdefault(ENV_DATA_DIR, str((data_dir or config.server.data_dir).resolve()))
     cache_url, store_uri = config.cache.url, config.store.uri
     if cache_url is None or store_uri is None:
         directory = data_dir or config.server.data_dir

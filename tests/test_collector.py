@@ -190,3 +190,17 @@ def test_requests_collected_by_the_proxy_can_be_labeled(store: MongoStore, redis
     cache.close()
     assert outcome.labeled == 1 and outcome.unknown_ids == []
     assert store.count_labeled_samples("digits") == {"2": 1}
+
+
+def test_a_manual_update_request_queues_a_cl_update_job(
+        client: FlaskClient, tokens: dict[str, str], store: MongoStore) -> None:
+    assert client.post("/api/services/digits/update", json={},
+                       headers=auth(tokens["viewer"])).status_code == 403
+    answer = client.post("/api/services/digits/update", json={"reason": "new camera"},
+                         headers=auth(tokens["engineer"]))
+    assert answer.status_code == 202, answer.get_json()
+    body = answer.get_json()
+    assert body["status"] == "submitted"
+    job = store.get_job(body["job_id"])
+    assert job.kind == "cl_update" and job.params["service"] == "digits"
+    assert job.trigger == {"kind": "manual", "reason": "new camera", "user": "engineer"}

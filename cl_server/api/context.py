@@ -4,6 +4,7 @@ collector."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from flask import current_app
@@ -23,6 +24,7 @@ class ServerContext:
     queue: JobQueue
     engine: EngineProbe
     collector: ServiceCollector
+    loop: Any = None  # the ServiceLoop when the server runs one (ServerRuntime does)
 
 
 def ctx() -> ServerContext:

@@ -169,3 +169,15 @@ class SampleStats(BaseModel):
     labeled_total: int
     served_in_window: int
     spooled: int = Field(description="Served records waiting on disk for the cache.")
+
+
+class UpdateIn(Strict):
+    reason: str = Field("manual request", max_length=500)
+
+
+class UpdateRequested(BaseModel):
+    status: Literal["requested", "submitted"] = Field(
+        description="requested: the CL loop decides at its next round (refused while a job "
+        "runs, overrides the cooldown); submitted: queued at once (no loop running).")
+    job_id: str | None = None
+    detail: str

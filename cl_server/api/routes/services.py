@@ -6,7 +6,7 @@ from flask import Blueprint
 
 from cl_server.api.context import ctx
 from cl_server.api.errors import not_found
-from cl_server.api.schemas import DriftQuery, ListQuery, ServicePatch
+from cl_server.api.schemas import DriftQuery, ListQuery, ServicePatch, UpdateIn, UpdateRequested
 from cl_server.api.spec import operation
 from cl_server.auth import Principal
 from cl_server.store import Deployment, DriftEvent, ModelVersion, Role, Service, Validation
@@ -79,3 +79,19 @@ def list_drift(principal: Principal, name: str, query: DriftQuery) -> list[Drift
     _service(name)
     return ctx().store.list_drift_events(name, since=query.since, alarms_only=query.alarms_only,
                                          limit=query.limit)
+
+
+@operation(bp, "/api/services/{name}/update", "POST",
+           summary="Request a CL update (manual trigger)", role=Role.engineer, body=UpdateIn,
+           response=UpdateRequested, status=202)
+def request_update(principal: Principal, name: str, body: UpdateIn) -> UpdateRequested:
+    _service(name)
+    loop = ctx().loop
+    if loop is not None and loop.service == name:
+        loop.request_manual(body.reason, principal.user)
+        return UpdateRequested(status="requested", detail=f"the CL loop decides within "
+                               f"{loop.interval_s:g} s")
+    job = ctx().queue.submit("cl_update", {"service": name}, service=name,
+                             trigger={"kind": "manual", "reason": body.reason,
+                                      "user": principal.user})
+    return UpdateRequested(status="submitted", job_id=job.id, detail="queued")
