@@ -10,8 +10,8 @@ on a thread (:meth:`ServiceLoop.start`):
 3. every detector evaluation is stored as a :class:`~cl_server.store.DriftEvent` (statistic,
    p-value, magnitude: the drift time series), alarms with their evidence;
 4. the :class:`~cl_server.triggers.TriggerPolicy` decides; a decision submits a ``cl_update``
-   job with the decision as its trigger (and the largest alarm magnitude for the scenario
-   switch) in the same round as the alarm that caused it; a job the loop started is followed
+   job with the decision as its trigger (and the largest magnitude of an alarm on the inputs,
+   for the scenario switch's offline-retrain rule) in the same round as the alarm that caused it; a job the loop started is followed
    until it ends (``job_finished``), and while it runs no other starts.
 
 The stream cursors and the policy's state are saved in the Redis hash ``modelci:{s}:loop``
@@ -84,8 +84,9 @@ class ServiceLoop:
             self.rounds += 1
             self.store.add_drift_events(self.monitor.to_events(results))
             alarms = sorted({r.detector for r in results if r.alarm})
-            if alarms:
-                self._last_magnitude = max(r.magnitude for r in results if r.alarm)
+            input_alarms = [r.magnitude for r in results if r.alarm and r.signal == "inputs"]
+            if input_alarms:  # the scenario switch's "drift too large" rule is about inputs
+                self._last_magnitude = max(input_alarms)
             self.policy.observe_drift(alarms, self.rounds, now)
         running = self._follow_job(now)
         submitted = None

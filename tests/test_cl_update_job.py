@@ -16,7 +16,8 @@ import pytest
 import redis
 from sklearn.datasets import load_digits
 
-from cl_server.api.app import service_record
+from cl_server.api.app import create_app, service_record
+from cl_server.auth import ensure_admin
 from cl_server.collector.service import ServiceCollector
 from cl_server.config import parse_config
 from cl_server.envelope.data import verify_query
@@ -77,7 +78,7 @@ def run_update(queue: JobQueue, store: MongoStore, **params: object) -> Job:
 
 
 def test_versions_come_from_jobs_with_their_whole_lineage(
-        setup: tuple[JobQueue, ServiceCollector], store: MongoStore) -> None:
+        setup: tuple[JobQueue, ServiceCollector], store: MongoStore, redis_url: str) -> None:
     queue, collector = setup
     next_id = feed(collector, {0, 1, 2, 3, 4}, 0)
 
@@ -112,6 +113,20 @@ def test_versions_come_from_jobs_with_their_whole_lineage(
     assert store.get_version("digits", 1).status == "retired"
     logs = " ".join(line.message for line in store.job_logs(second.id))
     assert "output layer grown for new classes" in logs and "scenario nc" in logs
+
+    # The same lineage through the API, and the data query re-run.
+    cache = redis.Redis.from_url(redis_url)
+    client = create_app(CONFIG, store, cache).test_client()
+    headers = {"Authorization": f"Bearer {ensure_admin(store)}"}
+    nodes = client.get("/api/services/digits/lineage", headers=headers).get_json()
+    assert [(n["version"], n["parent_version"], n["status"], n["scenario"]) for n in nodes] == [
+        (1, None, "retired", "retrain"), (2, 1, "champion", "nc")]
+    assert nodes[1]["trigger"] == {"kind": "manual", "user": "test"}
+    assert nodes[1]["validation_passed"] is True and nodes[1]["failed_gates"] == []
+    assert [d["previous_version"] for d in nodes[1]["deployments"]] == [1]
+    check = client.post("/api/services/digits/versions/2/data-query/verify", headers=headers)
+    assert check.status_code == 200 and check.get_json()["matches"] is True
+    cache.close()
 
 
 def test_a_failed_gate_rejects_and_the_champion_stays(

@@ -136,3 +136,10 @@ def test_job_of_a_kind_the_worker_lacks_fails_clearly(queue: JobQueue, store: Mo
     done = wait_for(store, job.id, terminal)
     assert done.status == "failed"
     assert done.error.startswith("LookupError: this worker has no job kind 'retired-kind'")
+
+
+def test_integral_json_numbers_are_integers_for_integer_parameters(queue: JobQueue) -> None:
+    job = queue.submit("cl_update", {"service": "svc", "seed": 3.0, "drift_magnitude": 1})
+    assert job.params["seed"] == 3 and isinstance(job.params["seed"], int)
+    with pytest.raises(JobRejected, match="invalid parameters"):
+        queue.submit("cl_update", {"service": "svc", "seed": 3.5})

@@ -181,3 +181,29 @@ class UpdateRequested(BaseModel):
         "runs, overrides the cooldown); submitted: queued at once (no loop running).")
     job_id: str | None = None
     detail: str
+
+
+class LineageNode(BaseModel):
+    """One version in the version tree, with what made it and what became of it."""
+
+    version: int
+    parent_version: int | None
+    base_version: int | None
+    status: str
+    job_id: str | None
+    trigger: dict[str, JsonValue] | None = Field(description="The job's trigger (drift, "
+                                                 "volume, manual...).")
+    scenario: str | None
+    data_query: dict[str, JsonValue] | None
+    validation_id: str | None
+    validation_passed: bool | None
+    failed_gates: list[str]
+    deployments: list[dict[str, JsonValue]]
+
+
+class QueryCheck(BaseModel):
+    version: int
+    sample_count: int
+    digest: str
+    matches: bool = Field(description="The recorded query still returns exactly the samples "
+                          "it returned for the job (same ids, same order).")

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Blueprint
 
 from cl_server.api.context import ctx
-from cl_server.api.errors import not_found
-from cl_server.api.schemas import DriftQuery, ListQuery, ServicePatch, UpdateIn, UpdateRequested
+from cl_server.api.errors import ApiError, not_found
+from cl_server.api.schemas import (
+    DriftQuery,
+    LineageNode,
+    ListQuery,
+    QueryCheck,
+    ServicePatch,
+    UpdateIn,
+    UpdateRequested,
+)
 from cl_server.api.spec import operation
 from cl_server.auth import Principal
 from cl_server.store import Deployment, DriftEvent, ModelVersion, Role, Service, Validation
@@ -95,3 +105,50 @@ def request_update(principal: Principal, name: str, body: UpdateIn) -> UpdateReq
                              trigger={"kind": "manual", "reason": body.reason,
                                       "user": principal.user})
     return UpdateRequested(status="submitted", job_id=job.id, detail="queued")
+
+
+@operation(bp, "/api/services/{name}/lineage", "GET",
+           summary="The version tree: each version's job, trigger, data, validation, deployments",
+           role=Role.viewer, response=list[LineageNode])
+def lineage(principal: Principal, name: str) -> list[LineageNode]:
+    _service(name)
+    store = ctx().store
+    validations = {v.challenger_version: v for v in store.list_validations(name, limit=1000)}
+    deployments: dict[int, list[dict[str, Any]]] = {}
+    for event in store.list_deployments(name, limit=1000):
+        deployments.setdefault(event.version, []).append(event.model_dump(mode="json"))
+    nodes = []
+    for version in store.list_versions(name):
+        job = store.get_job(version.job_id) if version.job_id else None
+        validation = validations.get(version.version)
+        nodes.append(LineageNode(
+            version=version.version, parent_version=version.parent_version,
+            base_version=version.base_version, status=version.status, job_id=version.job_id,
+            trigger=job.trigger if job else None,
+            scenario=str(version.metrics.get("scenario")) if version.metrics.get("scenario")
+            else None,
+            data_query=version.data_query.model_dump(mode="json") if version.data_query
+            else None,
+            validation_id=validation.id if validation else None,
+            validation_passed=validation.passed if validation else None,
+            failed_gates=[g.name for g in validation.gates if not g.passed] if validation
+            else [],
+            deployments=deployments.get(version.version, [])))
+    return nodes
+
+
+@operation(bp, "/api/services/{name}/versions/{version}/data-query/verify", "POST",
+           summary="Re-run a version's data query and compare its digest", role=Role.researcher,
+           response=QueryCheck)
+def verify_data_query(principal: Principal, name: str, version: int) -> QueryCheck:
+    from cl_server.envelope.data import verify_query
+
+    found = ctx().store.get_version(name, version)
+    if found is None:
+        raise not_found(f"version {version} of service '{name}'")
+    if found.data_query is None:
+        raise ApiError(409, "no_data_query", f"version {version} was not trained by a job "
+                       f"(it has no data query)")
+    return QueryCheck(version=version, sample_count=found.data_query.sample_count,
+                      digest=found.data_query.digest,
+                      matches=verify_query(ctx().store, found.data_query))
