@@ -192,6 +192,11 @@ class Demo:
                             f"{self.stderr}")
             if time.monotonic() > deadline:
                 pytest.fail(f"demo not serving after {timeout:.0f} s:\n{self.stderr}")
+        # stdout and stderr are read by separate threads: the banner (with the admin token)
+        # is printed before the URL line but may be read after it.
+        banner_deadline = time.monotonic() + 10
+        while "Ctrl-C stops" not in flat(self.stderr) and time.monotonic() < banner_deadline:
+            time.sleep(0.05)
         self.record_processes()
         assert self.url is not None
         return self.url
