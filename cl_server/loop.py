@@ -215,7 +215,7 @@ class ServiceLoop:
         while not self._stop.wait(self.interval_s):
             try:
                 self.step()
-            except Exception:  # noqa: BLE001 - the loop outlives one bad round; it is logged
+            except Exception:  # the loop outlives one bad round; it is logged
                 log.exception("service %s: CL loop round failed", self.service)
 
 

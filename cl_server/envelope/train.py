@@ -17,7 +17,6 @@ A non-finite loss stops the job with an error naming the epoch and batch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 

@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import redis
 
+from cl_server.collector import kserve
 from cl_server.collector.spool import Spool
 from cl_server.collector.writer import StreamWriter
-from cl_server.collector import kserve
 
 log = logging.getLogger(__name__)
 
