@@ -26,8 +26,8 @@ from cl_server.api import create_app
 from cl_server.api.context import ServerContext
 from cl_server.auth import ensure_admin
 from cl_server.config import ServiceConfig
+from cl_server.deploy import ENV_DATA_DIR
 from cl_server.embedded import EmbeddedServices, ManagedProcess
-from cl_server.envelope.job import ENV_DATA_DIR
 from cl_server.loop import ServiceLoop
 from cl_server.queue import WorkerSettings
 from cl_server.store import MongoStore

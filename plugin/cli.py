@@ -7,6 +7,7 @@ Commands:
     worker [CONFIG]           run a job worker on the same Redis and store
     token create              issue an API token directly in the store (e.g. a lost admin token)
     proxy                     the request-collecting proxy in front of Triton / TF-Serving
+    rollback                  serve an earlier version again (through the CL server's API)
     bench cl | stream | proxy | ingest   benchmarks (CL profiler, proactive training, proxy
                               overhead, collector ingest)
     openapi / config-schema   print the API document / the config's JSON schema
@@ -169,7 +170,7 @@ def _worker_settings(config_file: Path | None, data_dir: Path | None) -> Any:
                               os.environ.get(ENV_STORE_DB, "modelci"),
                               os.environ.get(ENV_QUEUE, "modelci"))
     config = _load_or_exit(config_file or demo_config_path())
-    from cl_server.envelope.job import ENV_DATA_DIR
+    from cl_server.deploy import ENV_DATA_DIR
 
     # CL jobs write artifacts and routing tables under the server's data dir.
     os.environ.setdefault(ENV_DATA_DIR, str((data_dir or config.server.data_dir).resolve()))
@@ -511,6 +512,36 @@ def proxy(engine: str, upstream: str, model_name: str, service: str, routing: Pa
     finally:
         if collector is not None:
             collector.close()
+
+
+@cli.command()
+@click.option("--url", envvar="MODELCI_URL", required=True,
+              help="The CL server (env MODELCI_URL), e.g. http://127.0.0.1:8080.")
+@click.option("--service", required=True)
+@click.option("--to", "version", type=click.IntRange(1), required=True,
+              help="The version to serve again.")
+def rollback(url: str, service: str, version: int) -> None:
+    """Roll a service back to an earlier version (token from env MODELCI_TOKEN, role engineer)."""
+    import requests
+
+    token = os.environ.get("MODELCI_TOKEN")
+    if not token:
+        _fail("set MODELCI_TOKEN to an engineer's or admin's API token")
+    try:
+        answer = requests.post(f"{url.rstrip('/')}/api/services/{service}/rollback",
+                               json={"version": version}, timeout=600,
+                               headers={"Authorization": f"Bearer {token}"})
+    except requests.RequestException as exc:
+        _fail(f"CL server at {redact(url)} unreachable: {exc}")
+    if answer.status_code != 200:
+        try:
+            message = answer.json()["error"]["message"]
+        except (ValueError, KeyError, TypeError):
+            message = answer.text[:500]
+        _fail(f"rollback refused (HTTP {answer.status_code}): {message}")
+    event = answer.json()
+    click.echo(f"{service}: version {event['version']} is the champion again (was "
+               f"{event['previous_version']}); {event['detail']}")
 
 
 @cli.command("config-schema")

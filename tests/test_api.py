@@ -256,3 +256,13 @@ annotator: {kind: label_studio, url: "http://ls:8080", token: "secret-token-valu
     stored = store.get_service("ls")
     assert "secret-token-value-123" not in str(stored.model_dump())
     assert stored.config["annotator"]["url"] == "http://ls:8080"
+
+
+def test_a_whole_json_number_is_an_integer(client: FlaskClient, tokens: dict[str, str]) -> None:
+    # JSON Schema counts 2.0 as an integer; the strict body parser must too (and 2.5 is not).
+    whole = client.post("/api/services/digits/rollback", json={"version": 2.0},
+                        headers=bearer(tokens["engineer"]))
+    assert whole.status_code == 404  # accepted as version 2, which does not exist
+    half = client.post("/api/services/digits/rollback", json={"version": 2.5},
+                       headers=bearer(tokens["engineer"]))
+    assert_error(half, 422, "validation_failed")

@@ -8,6 +8,10 @@ challenger and leaves the champion; a tampered champion artifact fails the job.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,6 +19,7 @@ from pathlib import Path
 import pytest
 import redis
 from sklearn.datasets import load_digits
+from werkzeug.serving import make_server
 
 from cl_server.api.app import create_app, service_record
 from cl_server.auth import ensure_admin
@@ -168,3 +173,59 @@ def test_a_job_without_new_data_fails_with_the_reason(
     queue, _ = setup
     job = run_update(queue, store)
     assert job.status == "failed" and "no labeled samples yet" in (job.error or "")
+
+
+def test_rollback_by_api_returns_to_an_earlier_version(
+        setup: tuple[JobQueue, ServiceCollector], store: MongoStore, redis_url: str) -> None:
+    queue, collector = setup
+    next_id = feed(collector, {0, 1}, 0)
+    assert run_update(queue, store).result["outcome"] == "deployed"
+    feed(collector, {2, 3}, next_id)
+    assert run_update(queue, store).result["outcome"] == "deployed"
+    cache = redis.Redis.from_url(redis_url)
+    client = create_app(CONFIG, store, cache).test_client()
+    headers = {"Authorization": f"Bearer {ensure_admin(store)}"}
+    answer = client.post("/api/services/digits/rollback", json={"version": 1}, headers=headers)
+    assert answer.status_code == 200, answer.get_json()
+    event = answer.get_json()
+    assert (event["action"], event["version"], event["previous_version"]) == ("rollback", 1, 2)
+    assert store.get_service("digits").champion_version == 1
+    assert store.get_version("digits", 2).status == "rolled_back"
+    assert store.get_version("digits", 1).status == "champion"
+    again = client.post("/api/services/digits/rollback", json={"version": 1}, headers=headers)
+    assert again.status_code == 409 and "already the champion" in again.get_json()["error"][
+        "message"]
+    missing = client.post("/api/services/digits/rollback", json={"version": 9}, headers=headers)
+    assert missing.status_code == 404
+    cache.close()
+
+
+def test_rollback_from_the_cli(setup: tuple[JobQueue, ServiceCollector], store: MongoStore,
+                               redis_url: str) -> None:
+    queue, collector = setup
+    next_id = feed(collector, {0, 1}, 0)
+    run_update(queue, store)
+    feed(collector, {2}, next_id)
+    run_update(queue, store)
+    cache = redis.Redis.from_url(redis_url)
+    app = create_app(CONFIG, store, cache)
+    token = ensure_admin(store)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    env = {**os.environ, "MODELCI_TOKEN": token or "", "OMP_NUM_THREADS": "1"}
+    try:
+        done = subprocess.run([sys.executable, "-m", "plugin.cli", "rollback", "--url", url,
+                               "--service", "digits", "--to", "1"], env=env,
+                              capture_output=True, text=True, timeout=120, check=False)
+        refused = subprocess.run([sys.executable, "-m", "plugin.cli", "rollback", "--url", url,
+                                  "--service", "digits", "--to", "7"], env=env,
+                                 capture_output=True, text=True, timeout=120, check=False)
+    finally:
+        server.shutdown()
+        cache.close()
+    assert done.returncode == 0, done.stderr
+    assert "digits: version 1 is the champion again (was 2)" in done.stdout
+    assert refused.returncode == 1 and "rollback refused (HTTP 404)" in refused.stderr
+    assert store.get_service("digits").champion_version == 1

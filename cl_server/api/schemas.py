@@ -207,3 +207,7 @@ class QueryCheck(BaseModel):
     digest: str
     matches: bool = Field(description="The recorded query still returns exactly the samples "
                           "it returned for the job (same ids, same order).")
+
+
+class RollbackIn(Strict):
+    version: int = Field(ge=1, description="The version to serve again.")

@@ -35,6 +35,7 @@ from pydantic.json_schema import models_json_schema
 
 from cl_server.api.errors import ApiError, ErrorBody
 from cl_server.auth import authenticate, require
+from cl_server.json_numbers import integral_floats_as_ints
 from cl_server.store import Role
 
 
@@ -93,7 +94,9 @@ def _parse_body(model: type[BaseModel]) -> BaseModel:
         raise ApiError(400, "bad_request",
                        f"request body must be a JSON object (got {type(data).__name__})")
     # Strict JSON validation: 0 is not false and "1" is not 1, while ISO dates stay valid.
-    return _validate(model, raw, "body")
+    normalized = integral_floats_as_ints(data, model)
+    changed = any(type(normalized[key]) is not type(value) for key, value in data.items())
+    return _validate(model, json.dumps(normalized).encode() if changed else raw, "body")
 
 
 def _parse_query(model: type[BaseModel]) -> BaseModel:

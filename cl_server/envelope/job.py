@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -30,13 +29,12 @@ from typing import Any, Literal
 from pydantic import Field, JsonValue
 
 from cl_server.config.schema import ServiceConfig
+from cl_server.deploy import DeployFailed, change_champion, data_dir
 from cl_server.envelope.data import UpdateData, snapshot_of, take_snapshot, to_tensor
 from cl_server.envelope.train import Training, starting_model, train
 from cl_server.queue.kinds import JobContext, KindParams, job_kind
 from cl_server.scenario_switch import ScenarioSwitch
-from cl_server.store import Deployment, ModelVersion, Service, Store, Validation
-
-ENV_DATA_DIR = "MODELCI_DATA_DIR"
+from cl_server.store import ModelVersion, Service, Store, Validation
 
 
 class CLUpdateParams(KindParams):
@@ -55,7 +53,7 @@ def service_config(service: Service) -> ServiceConfig:
 
 
 def artifacts_dir(service: str) -> Path:
-    return Path(os.environ.get(ENV_DATA_DIR, ".modelci")).resolve() / "artifacts" / service
+    return data_dir() / "artifacts" / service
 
 
 def sha256_file(path: Path) -> str:
@@ -186,29 +184,11 @@ def _scenario(config: ServiceConfig, params: CLUpdateParams, champion: Any, data
 
 def _promote(store: Store, config: ServiceConfig, service: Service, version: int, path: Path,
              ctx: JobContext) -> str:
-    previous = service.champion_version
-    engine_ready = config.engine.url is not None and config.engine.model_repository is not None
-    detail = "promoted in the store (no engine repository configured)"
-    if engine_ready:
-        from plugin.serving.factory import make_adapter, routing_path
-        from plugin.serving.routing import RoutingTable
-
-        adapter = make_adapter(config, RoutingTable(routing_path(
-            Path(os.environ.get(ENV_DATA_DIR, ".modelci")).resolve(), service.name)))
-        try:
-            result = adapter.deploy(version, path)
-        except Exception as exc:  # noqa: BLE001 - any engine failure leaves the champion
-            store.add_deployment(Deployment(service=service.name, version=version,
-                                            previous_version=previous, status="failed",
-                                            detail=str(exc)[:2000], actor=f"job:{ctx.job_id}"))
-            ctx.log(f"deploy of version {version} failed, champion stays: {exc}", "ERROR")
-            return "deploy_failed"
-        detail = f"deployed to {config.engine.kind} in {result.total_s:.2f} s"
-    store.add_deployment(Deployment(service=service.name, version=version,
-                                    previous_version=previous, bytes_shipped=path.stat().st_size,
-                                    detail=detail, actor=f"job:{ctx.job_id}"))
-    store.update_service(service.name, champion_version=version)
-    if previous is not None:
-        store.update_version(service.name, previous, status="retired")
-    ctx.log(f"version {version} is the champion ({detail})")
+    try:
+        event = change_champion(store, config, service, version, path,
+                                actor=f"job:{ctx.job_id}")
+    except DeployFailed as exc:
+        ctx.log(str(exc), "ERROR")
+        return "deploy_failed"
+    ctx.log(f"version {version} is the champion: {event.detail}")
     return "deployed"

@@ -11,16 +11,16 @@ so a job that finishes while it is being cancelled ends in exactly one terminal 
 from __future__ import annotations
 
 import logging
-import typing
 from typing import Any
 
 import redis
-from pydantic import BaseModel, JsonValue, ValidationError
+from pydantic import JsonValue, ValidationError
 from rq import Callback, Queue, Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
 
+from cl_server.json_numbers import integral_floats_as_ints
 from cl_server.queue.kinds import KINDS
 from cl_server.store import Job, Store, utcnow
 from cl_server.store.entities import TERMINAL_JOB_STATES
@@ -38,19 +38,6 @@ class JobRejected(ValueError):
 
 class JobConflict(RuntimeError):
     """The job is not in a state that allows the operation (e.g. cancelling a finished job)."""
-
-
-def _json_integers(params: dict[str, JsonValue], model: type[BaseModel]) -> dict[str, JsonValue]:
-    """``params`` with integral floats given to integer fields as ints: JSON (and the API's
-    schema) counts 3.0 as an integer, strict validation would not."""
-    out = dict(params)
-    for name, field in model.model_fields.items():
-        value = out.get(name)
-        kinds = typing.get_args(field.annotation) or (field.annotation,)
-        if isinstance(value, float) and value.is_integer() and int in kinds \
-                and float not in kinds:
-            out[name] = int(value)
-    return out
 
 
 class JobQueue:
@@ -78,8 +65,8 @@ class JobQueue:
             raise JobRejected(f"unknown job kind '{kind}' (expected one of: "
                               f"{', '.join(sorted(KINDS))})")
         try:
-            checked = spec.params.model_validate(_json_integers(params or {}, spec.params),
-                                                 strict=True)
+            checked = spec.params.model_validate(
+                integral_floats_as_ints(params or {}, spec.params), strict=True)
         except ValidationError as exc:
             details = [{"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
                        for e in exc.errors(include_url=False)]

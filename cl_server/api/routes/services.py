@@ -13,13 +13,21 @@ from cl_server.api.schemas import (
     LineageNode,
     ListQuery,
     QueryCheck,
+    RollbackIn,
     ServicePatch,
     UpdateIn,
     UpdateRequested,
 )
 from cl_server.api.spec import operation
 from cl_server.auth import Principal
-from cl_server.store import Deployment, DriftEvent, ModelVersion, Role, Service, Validation
+from cl_server.store import (
+    Deployment,
+    DriftEvent,
+    ModelVersion,
+    Role,
+    Service,
+    Validation,
+)
 
 bp = Blueprint("services", __name__)
 
@@ -152,3 +160,21 @@ def verify_data_query(principal: Principal, name: str, version: int) -> QueryChe
     return QueryCheck(version=version, sample_count=found.data_query.sample_count,
                       digest=found.data_query.digest,
                       matches=verify_query(ctx().store, found.data_query))
+
+
+@operation(bp, "/api/services/{name}/rollback", "POST",
+           summary="Roll back to an earlier version", role=Role.engineer, body=RollbackIn,
+           response=Deployment)
+def rollback_service(principal: Principal, name: str, body: RollbackIn) -> Deployment:
+    from cl_server.deploy import DeployFailed, rollback
+
+    service = _service(name)
+    try:
+        return rollback(ctx().store, ctx().config, service, body.version,
+                        actor=f"user:{principal.user}")
+    except LookupError as exc:
+        raise ApiError(404, "not_found", str(exc)) from None
+    except ValueError as exc:
+        raise ApiError(409, "rollback_refused", str(exc)) from None
+    except DeployFailed as exc:  # the engine refused: the service's state did not change
+        raise ApiError(409, "engine_refused", str(exc)) from None

@@ -1,0 +1,82 @@
+"""Change a service's champion: promote a validated challenger, or roll back to any earlier
+version. Both go through the service's serving adapter when the config names the engine's URL
+and model repository (otherwise only the store changes), and both leave a
+:class:`~cl_server.store.Deployment` record, failed ones included; the champion changes only
+when the engine took the new version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from cl_server.config.schema import ServiceConfig
+from cl_server.store import Deployment, Service, Store
+
+ENV_DATA_DIR = "MODELCI_DATA_DIR"
+
+
+class DeployFailed(RuntimeError):
+    """The engine refused the version; the champion is unchanged."""
+
+
+def data_dir() -> Path:
+    """Where artifacts and routing tables live (``MODELCI_DATA_DIR``, default ``.modelci``)."""
+    return Path(os.environ.get(ENV_DATA_DIR, ".modelci")).resolve()
+
+
+def _to_engine(config: ServiceConfig, service: Service, version: int, artifact: Path,
+               rollback: bool) -> str:
+    if config.engine.url is None or config.engine.model_repository is None:
+        return "in the store (no engine repository configured)"
+    from plugin.serving.factory import make_adapter, routing_path
+    from plugin.serving.routing import RoutingTable
+
+    adapter = make_adapter(config, RoutingTable(routing_path(data_dir(), service.name)))
+    result = adapter.rollback(version) if rollback else adapter.deploy(version, artifact)
+    return f"on {config.engine.kind} in {result.total_s:.2f} s"
+
+
+def change_champion(store: Store, config: ServiceConfig, service: Service, version: int,
+                    artifact: Path, *, actor: str, rollback: bool = False) -> Deployment:
+    """Make ``version`` the champion (see the module doc); raises :class:`DeployFailed`."""
+    previous = service.champion_version
+    action = "rollback" if rollback else "deploy"
+    try:
+        where = _to_engine(config, service, version, artifact, rollback)
+    except Exception as exc:  # any engine failure leaves the champion as it is
+        store.add_deployment(Deployment(service=service.name, version=version,
+                                        previous_version=previous, action=action,
+                                        status="failed", detail=str(exc)[:2000], actor=actor))
+        raise DeployFailed(f"{action} of version {version} failed, version {previous} stays "
+                           f"the champion: {exc}") from exc
+    event = store.add_deployment(Deployment(
+        service=service.name, version=version, previous_version=previous, action=action,
+        bytes_shipped=artifact.stat().st_size, detail=f"version {version} serving {where}",
+        actor=actor))
+    store.update_service(service.name, champion_version=version)
+    store.update_version(service.name, version, status="champion")
+    if previous is not None and previous != version:
+        store.update_version(service.name, previous,
+                             status="rolled_back" if rollback else "retired")
+    return event
+
+
+def rollback(store: Store, config: ServiceConfig, service: Service, version: int, *,
+             actor: str) -> Deployment:
+    """Roll back to ``version``: it must exist, not be the champion, and its artifact must still
+    match its recorded sha256 (``ValueError`` naming what is wrong otherwise)."""
+    record = store.get_version(service.name, version)
+    if record is None:
+        raise LookupError(f"version {version} of service '{service.name}' not found")
+    if version == service.champion_version:
+        raise ValueError(f"version {version} is already the champion")
+    path = Path(record.artifact_uri or "")
+    if not record.artifact_uri or not path.is_file():
+        raise ValueError(f"version {version} has no artifact on disk ({record.artifact_uri})")
+    found = hashlib.sha256(path.read_bytes()).hexdigest()
+    if found != record.artifact_sha256:
+        raise ValueError(f"the artifact of version {version} does not match its recorded "
+                         f"sha256: refused")
+    return change_champion(store, config, service, version, path, actor=actor, rollback=True)
