@@ -5,6 +5,7 @@
   run against ``MODELCI_TEST_MONGO_URI`` when that is set (a real MongoDB, say).
 - ``redis_url`` / ``redis_client``: the embedded redis-server, flushed before each test.
 - ``triton_server``: the real tritonserver with an empty model repository.
+- ``tokens``: an API token per role on the test's store.
 
 At the end of the session no server process started by the tests may still be running.
 """
@@ -22,8 +23,9 @@ import redis
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from cl_server.auth import ensure_admin, issue_token  # noqa: E402
 from cl_server.embedded import EmbeddedServices, Endpoints  # noqa: E402
-from cl_server.store import MongoStore  # noqa: E402
+from cl_server.store import MongoStore, User  # noqa: E402
 from plugin.serving.triton_server import TritonServer  # noqa: E402
 
 STORE_BACKENDS = ["embedded"] + (["external"] if os.environ.get("MODELCI_TEST_MONGO_URI") else [])
@@ -73,6 +75,16 @@ def redis_client(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def tokens(store: MongoStore) -> dict[str, str]:
+    """An API token per role (the admin's from ``ensure_admin``) on the test's store."""
+    out = {"admin": ensure_admin(store) or ""}
+    for role in ("viewer", "researcher", "engineer"):
+        store.add_user(User(name=role, role=role))
+        out[role] = issue_token(store, role, "test")[1]
+    return out
 
 
 @pytest.fixture(scope="session")

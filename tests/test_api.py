@@ -11,9 +11,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from cl_server.api import create_app
-from cl_server.auth import ensure_admin, hash_token, issue_token
+from cl_server.auth import ensure_admin, hash_token
 from cl_server.config import parse_config
-from cl_server.store import ModelVersion, MongoStore, User
+from cl_server.store import ModelVersion, MongoStore
 
 CONFIG = parse_config("""
 name: digits
@@ -34,15 +34,6 @@ def app(store: MongoStore, redis_url: str) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-@pytest.fixture
-def tokens(store: MongoStore) -> dict[str, str]:
-    out = {"admin": ensure_admin(store)}
-    for role in ("viewer", "researcher", "engineer"):
-        store.add_user(User(name=role, role=role))
-        out[role] = issue_token(store, role, "test")[1]
-    return out
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -15,11 +15,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 
 from cl_server.api import create_app
-from cl_server.auth import ensure_admin, issue_token
 from cl_server.collector import kserve
 from cl_server.collector.service import ServiceCollector, keys
 from cl_server.config import parse_config
-from cl_server.store import MongoStore, User
+from cl_server.store import MongoStore
 from plugin.proxy.collector import RequestCollector, ServedRequest
 
 YAML = """
@@ -41,15 +40,6 @@ def app(store: MongoStore, redis_url: str, tmp_path: Path) -> Iterator[Flask]:
 @pytest.fixture
 def client(app: Flask) -> FlaskClient:
     return app.test_client()
-
-
-@pytest.fixture
-def tokens(store: MongoStore) -> dict[str, str]:
-    out = {"admin": ensure_admin(store) or ""}
-    for role in ("viewer", "researcher", "engineer"):
-        store.add_user(User(name=role, role=role))
-        out[role] = issue_token(store, role, "test")[1]
-    return out
 
 
 def auth(token: str) -> dict[str, str]:
