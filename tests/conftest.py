@@ -6,6 +6,7 @@
 - ``redis_url`` / ``redis_client``: the embedded redis-server, flushed before each test.
 - ``triton_server``: the real tritonserver with an empty model repository.
 - ``tokens``: an API token per role on the test's store.
+- ``artifacts``: serving artifacts of a tiny MLP (versions 1-3, 0 a broken file).
 
 At the end of the session no server process started by the tests may still be running.
 """
@@ -85,6 +86,23 @@ def tokens(store: MongoStore) -> dict[str, str]:
         store.add_user(User(name=role, role=role))
         out[role] = issue_token(store, role, "test")[1]
     return out
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """Serving artifacts of a tiny MLP (4 features, classes a/b/c): versions 1-3 with different
+    weights, and 0: a file that is not a model."""
+    from model_factory.templates import Classifier
+
+    root = tmp_path_factory.mktemp("artifacts")
+    paths = {}
+    for version in (1, 2, 3):
+        paths[version] = root / f"v{version}.pt"
+        Classifier("mlp", (4,), ["a", "b", "c"], params={"hidden": [8]},
+                   seed=version).export(paths[version])
+    paths[0] = root / "broken.pt"
+    paths[0].write_bytes(b"not a state dict")
+    return paths
 
 
 @pytest.fixture(scope="session")

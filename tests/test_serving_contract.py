@@ -24,9 +24,9 @@ import redis
 import requests
 import torch
 
-from cl_server.config.schema import ModelConfig, ServiceConfig
-from model_factory.templates import Classifier, load_for_serving
 from cl_server.collector import kserve
+from cl_server.config.schema import ModelConfig, ServiceConfig
+from model_factory.templates import load_for_serving
 from plugin.proxy.app import InferenceProxy
 from plugin.proxy.collector import RequestCollector, served_stream
 from plugin.proxy.runner import ProxyThread
@@ -50,19 +50,6 @@ class Deployment:
     versions_root: Path
     engine_url: str
     artifacts: dict[int, Path]
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    root = tmp_path_factory.mktemp("artifacts")
-    paths = {}
-    for version in (1, 2, 3):
-        paths[version] = root / f"v{version}.pt"
-        Classifier("mlp", (4,), ["a", "b", "c"], params={"hidden": [8]},
-                   seed=10 + version).export(paths[version])
-    paths[0] = root / "broken.pt"
-    paths[0].write_bytes(b"not a state dict")
-    return paths
 
 
 @pytest.fixture(scope="module", params=ENGINES)

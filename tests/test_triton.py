@@ -20,9 +20,8 @@ import redis
 import requests
 import tritonclient.http as triton_http
 
-from cl_server.config.schema import ModelConfig
-from model_factory.templates import Classifier
 from cl_server.collector import kserve
+from cl_server.config.schema import ModelConfig
 from plugin.proxy.app import InferenceProxy
 from plugin.proxy.collector import RequestCollector, served_stream
 from plugin.proxy.metrics import latency_key
@@ -34,17 +33,6 @@ from plugin.serving.triton_server import TritonServer
 
 MODEL = ModelConfig(template="mlp", input={"name": "INPUT__0", "shape": [4], "dtype": "float32"},
                     output_name="OUTPUT__0", classes=["a", "b", "c"])
-
-
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
-    root = tmp_path_factory.mktemp("artifacts")
-    paths = {}
-    for version in (1, 2, 3):
-        paths[version] = root / f"v{version}.pt"
-        Classifier("mlp", (4,), ["a", "b", "c"], params={"hidden": [8]},
-                   seed=version).export(paths[version])
-    return paths
 
 
 @pytest.fixture(scope="module")
