@@ -11,8 +11,15 @@ on a thread (:meth:`ServiceLoop.start`):
    p-value, magnitude: the drift time series), alarms with their evidence;
 4. the :class:`~cl_server.triggers.TriggerPolicy` decides; a decision submits a ``cl_update``
    job with the decision as its trigger (and the largest magnitude of an alarm on the inputs,
-   for the scenario switch's offline-retrain rule) in the same round as the alarm that caused it; a job the loop started is followed
-   until it ends (``job_finished``), and while it runs no other starts.
+   for the scenario switch's offline-retrain rule) in the same round as the alarm that caused
+   it; the trigger names the alarm events (``drift_event_ids``). The service's update job is
+   followed until it ends (``job_finished``), whoever submitted it (the loop, the API), and
+   while it is queued or running no other starts. Once a job deployed, the drift detectors
+   start over: the new model's inputs and answers form their new references;
+5. served records the API's collector spooled while Redis was unreachable are replayed as
+   soon as it answers again (``collector``), even if no new ingest call comes;
+6. a job whose worker died is recorded ``failed`` (:meth:`JobQueue.fail_abandoned`), which
+   ends it for the loop too: the champion stays and the next trigger starts a new job.
 
 The stream cursors and the policy's state are saved in the Redis hash ``modelci:{s}:loop``
 after each round, so a restarted server resumes where it stopped.
@@ -31,10 +38,10 @@ import numpy as np
 import redis
 
 from cl_server.collector import kserve
-from cl_server.collector.service import keys
+from cl_server.collector.service import ServiceCollector, keys
 from cl_server.config import ServiceConfig
 from cl_server.drift import DriftMonitor
-from cl_server.queue import JobQueue
+from cl_server.queue import JobConflict, JobQueue
 from cl_server.store import Store
 from cl_server.store.entities import TERMINAL_JOB_STATES
 from cl_server.triggers import TriggerPolicy
@@ -42,13 +49,16 @@ from cl_server.triggers import TriggerPolicy
 log = logging.getLogger(__name__)
 
 READ_COUNT = 5000
+MAX_LINKED_EVENTS = 100
+"""Alarm events a drift-triggered job's trigger names at most (the first ones of the episode)."""
 
 
 class ServiceLoop:
     """See the module doc. ``clock`` returns seconds (``time.time`` by default)."""
 
     def __init__(self, config: ServiceConfig, store: Store, cache: redis.Redis, queue: JobQueue,
-                 *, clock: Callable[[], float] = time.time, interval_s: float = 0.5):
+                 *, clock: Callable[[], float] = time.time, interval_s: float = 0.5,
+                 collector: ServiceCollector | None = None):
         self.config = config
         self.service = config.name
         self.store = store
@@ -56,6 +66,7 @@ class ServiceLoop:
         self.queue = queue
         self.clock = clock
         self.interval_s = interval_s
+        self.collector = collector
         self.keys = keys(config.name)
         self.state_key = f"modelci:{config.name}:loop"
         self.monitor = DriftMonitor(config.drift, config.name)
@@ -64,6 +75,7 @@ class ServiceLoop:
         self.rounds = 0
         self._version_classes: dict[int, list[str]] = {}
         self._last_magnitude: float | None = None
+        self._alarm_events: list[str] = []  # alarm events since the last job start
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         saved = self.cache.hgetall(self.state_key)
@@ -79,27 +91,47 @@ class ServiceLoop:
     def step(self) -> dict[str, Any]:
         """One round (see the module doc); returns what happened, for logs and tests."""
         now = self.clock()
+        if self.collector is not None and self.collector.writer.degraded:
+            replayed = self.collector.writer.recover()
+            if replayed:
+                log.info("service %s: %d spooled records replayed", self.service, replayed)
+        self.queue.fail_abandoned(self.service)
+        running = self._follow_job(now)  # first: a deployment resets the detectors
         results = self._served(now) + self._labeled(now)
         if results:
             self.rounds += 1
-            self.store.add_drift_events(self.monitor.to_events(results))
+            events = self.monitor.to_events(results)
+            self.store.add_drift_events(events)
+            alarm_ids = [e.id for e in events if e.alarm]
+            if alarm_ids and len(self._alarm_events) < MAX_LINKED_EVENTS:
+                self._alarm_events += alarm_ids[:MAX_LINKED_EVENTS - len(self._alarm_events)]
+            elif not alarm_ids and self.policy.state()["drift"]["pending"] is None:
+                self._alarm_events = []  # a calm round with nothing pending: episode over
             alarms = sorted({r.detector for r in results if r.alarm})
             input_alarms = [r.magnitude for r in results if r.alarm and r.signal == "inputs"]
             if input_alarms:  # the scenario switch's "drift too large" rule is about inputs
                 self._last_magnitude = max(input_alarms)
             self.policy.observe_drift(alarms, self.rounds, now)
-        running = self._follow_job(now)
         submitted = None
         decision = self.policy.decide(now, running)
         if decision is not None:
             params: dict[str, Any] = {"service": self.service}
-            if decision.kind == "drift" and self._last_magnitude is not None:
-                params["drift_magnitude"] = round(float(self._last_magnitude), 6)
-            job = self.queue.submit("cl_update", params, service=self.service,
-                                    trigger=json.loads(json.dumps(decision.as_dict())))
+            trigger = json.loads(json.dumps(decision.as_dict()))
+            if "drift" in trigger["evidence"].get("fired", []):
+                trigger["drift_event_ids"] = list(self._alarm_events)  # the lineage's first link
+                if self._last_magnitude is not None:
+                    params["drift_magnitude"] = round(float(self._last_magnitude), 6)
+            try:
+                job = self.queue.submit("cl_update", params, service=self.service,
+                                        trigger=trigger)
+            except JobConflict as exc:  # submitted elsewhere since _follow_job: follow it
+                log.info("service %s: %s", self.service, exc)
+                self._follow_job(now)
+            else:
+                self.job_id = submitted = job.id
+                log.info("service %s: %s -> job %s", self.service, decision.reason, job.id)
             self.policy.job_started(now)
-            self.job_id = submitted = job.id
-            log.info("service %s: %s -> job %s", self.service, decision.reason, job.id)
+            self._alarm_events = []
         self._save()
         return {"drift_results": len(results), "alarms": sorted({r.detector for r in results
                                                                 if r.alarm}),
@@ -183,11 +215,19 @@ class ServiceLoop:
 
     def _follow_job(self, now: float) -> bool:
         if self.job_id is None:
-            return False
+            other = self.queue.active(self.service, "cl_update")
+            if other is None:
+                return False
+            log.info("service %s: following update job %s (%s)", self.service, other.id,
+                     (other.trigger or {}).get("kind", "submitted elsewhere"))
+            self.job_id = other.id  # from the API: it covers what is pending
+            self.policy.job_started(now)
         job = self.store.get_job(self.job_id)
         if job is None or job.status in TERMINAL_JOB_STATES:
             deployed = bool(job and job.result and job.result.get("outcome") == "deployed")
-            self.policy.job_finished(now, deployed)
+            self.policy.job_finished(now, deployed, failed=job is None or job.status == "failed")
+            if deployed:  # a new model serves: its inputs and answers form new references
+                self.monitor.reset()
             self._version_classes.clear()
             self.job_id = None
             return False

@@ -139,7 +139,8 @@ class ServerRuntime:
             proc = worker_process(settings, self.data_dir / "run", index)
             proc.start()
             self._worker_procs.append(proc)
-        self._loop = ServiceLoop(config, self._store, self._cache, ctx_of(app).queue)
+        self._loop = ServiceLoop(config, self._store, self._cache, ctx_of(app).queue,
+                                 collector=ctx_of(app).collector)
         ctx_of(app).loop = self._loop.start()
         self._server = waitress.create_server(app, host=self.host, port=self.port, threads=8,
                                               clear_untrusted_proxy_headers=True)

@@ -178,6 +178,7 @@ class TriggerPolicy:
         self._drift_open = False
         self._drift_served = False
         self._drift_pending: dict[str, Any] | None = None
+        self._drift_covered: dict[str, Any] | None = None  # the episode the last job answers
         self._manual: dict[str, Any] | None = None
         self._refused: dict[str, Any] | None = None
 
@@ -241,17 +242,26 @@ class TriggerPolicy:
         self._jobs_started += 1
         self._labels_at_job += self._labels_since_job
         self._labels_since_job = 0
+        if self._drift_pending is not None:
+            self._drift_covered = self._drift_pending
         self._drift_pending = None
         self._drift_served = self._drift_open
         self._manual = None
 
-    def job_finished(self, now: float, deployed: bool) -> None:
-        """The update job ended; ``deployed`` says whether its model now serves.
+    def job_finished(self, now: float, deployed: bool, failed: bool = False) -> None:
+        """The update job ended; ``deployed`` says whether its model now serves, ``failed``
+        whether it failed (an error, its worker lost) rather than ran to a decision.
 
         The outcome window is emptied and the performance rule re-armed: accuracy is judged
-        again on a full window of outcomes observed from now on.
+        again on a full window of outcomes observed from now on. A failed job did not answer
+        the drift episode it covered: if that episode is still open, it fires again once the
+        cooldown has passed (a rejected challenger did answer it; new data comes through the
+        volume rule).
         """
         self._anchor(now)
+        if failed and self._drift_open and self._drift_served and self._drift_covered:
+            self._drift_served = False
+            self._drift_pending = {**self._drift_covered, "retry": True}
         self._last_job_end = now
         self._last_deployed = deployed
         self._outcomes.clear()
@@ -284,6 +294,7 @@ class TriggerPolicy:
             reason += f" (also fired: {', '.join(f.kind for f in fired[1:])})"
         kinds = {f.kind for f in fired}
         if "drift" in kinds:
+            self._drift_covered = self._drift_pending
             self._drift_pending = None
             self._drift_served = self._drift_open
         if "performance" in kinds:
@@ -311,6 +322,8 @@ class TriggerPolicy:
         names = pending["detectors"]
         reason = (f"{len(names)} detectors alarmed in round {pending['round_id']} "
                   f"({', '.join(names)}); {self._min_detectors} needed")
+        if pending.get("retry"):
+            reason += "; again, the job started for it failed"
         return _Fired("drift", reason, {**pending, "min_detectors": self._min_detectors})
 
     def _fire_performance(self) -> _Fired | None:
@@ -383,7 +396,9 @@ class TriggerPolicy:
             "performance_armed": self._performance_armed,
             "drift": {"open": self._drift_open, "served": self._drift_served,
                       "pending": None if self._drift_pending is None else dict(
-                          self._drift_pending, detectors=list(self._drift_pending["detectors"]))},
+                          self._drift_pending, detectors=list(self._drift_pending["detectors"])),
+                      "covered": None if self._drift_covered is None else dict(
+                          self._drift_covered, detectors=list(self._drift_covered["detectors"]))},
             "manual": None if self._manual is None else dict(self._manual),
             "refused": None if self._refused is None else dict(self._refused),
             "labeled_total": self._labels_at_job + self._labels_since_job,
@@ -413,6 +428,7 @@ class TriggerPolicy:
         policy._drift_open = drift["open"]
         policy._drift_served = drift["served"]
         policy._drift_pending = None if drift["pending"] is None else dict(drift["pending"])
+        policy._drift_covered = None if drift.get("covered") is None else dict(drift["covered"])
         policy._manual = None if state["manual"] is None else dict(state["manual"])
         policy._refused = None if state["refused"] is None else dict(state["refused"])
         return policy

@@ -212,6 +212,35 @@ def test_new_episode_within_cooldown_waits_for_it() -> None:
     assert d.evidence["drift"]["first_round_id"] == 3 and d.evidence["drift"]["rounds"] == 2
 
 
+def test_a_failed_job_leaves_its_open_drift_episode_to_fire_again_after_the_cooldown() -> None:
+    p = policy(DRIFT2, cooldown_s=30.0)
+    alarms = ["ks:inputs", "chi2:predictions"]
+    p.observe_drift(alarms, round_id=1, now=0.0)
+    assert p.decide(now=0.0, running=False) is not None
+    p.job_started(now=0.0)
+    p.job_finished(now=10.0, deployed=False, failed=True)  # e.g. its worker was killed
+    p.observe_drift(alarms, round_id=2, now=20.0)  # the same episode goes on
+    assert p.decide(now=20.0, running=False) is None  # cooldown until 30
+    again = TriggerPolicy.from_state(p.config, json.loads(json.dumps(p.state())))
+    d = again.decide(now=30.0, running=False)
+    assert d.kind == "drift" and d.evidence["drift"]["first_round_id"] == 1
+    assert d.evidence["drift"]["retry"] and "the job started for it failed" in d.reason
+    again.job_started(now=30.0)
+    again.job_finished(now=40.0, deployed=False)  # rejected: the episode has its answer
+    again.observe_drift(alarms, round_id=3, now=100.0)
+    assert again.decide(now=100.0, running=False) is None
+
+
+def test_a_failed_job_after_the_episode_ended_fires_nothing() -> None:
+    p = policy(DRIFT2)
+    p.observe_drift(["ks:inputs", "chi2:predictions"], round_id=1, now=0.0)
+    assert p.decide(now=0.0, running=False) is not None
+    p.job_started(now=0.0)
+    p.observe_drift([], round_id=2, now=5.0)  # the drift is over
+    p.job_finished(now=10.0, deployed=False, failed=True)
+    assert p.decide(now=11.0, running=False) is None
+
+
 def test_alarm_during_a_running_job_is_pending_until_it_ends() -> None:
     p = policy(DRIFT2)
     p.job_started(now=0.0)

@@ -4,7 +4,12 @@
 per record). If Redis does not take it, the batch goes to the :class:`Spool` and the writer
 is *degraded*: later batches go straight to the spool (keeping arrival order) until
 :meth:`StreamWriter.recover` finds Redis back and replays the spool into the stream. The caller
-never sees a Redis error and no accepted record is lost; replay is at least once.
+never sees a Redis error and no accepted record is lost.
+
+Exactly once: a batch goes in one ``MULTI``/``EXEC`` transaction with its by-id index
+entries, so a batch whose answer was lost (Redis stopped while it was in flight) is either
+wholly in the stream or not at all; the replay skips records whose id the index already
+holds. (Without the index, ``index_ttl_s=None``, replay is at least once.)
 
 Example:
     >>> import tempfile, pathlib, redis
@@ -81,7 +86,7 @@ class StreamWriter:
                 while len(self.spool) > 0:  # a replay cut short leaves two parts: oldest first
                     with self.spool.replay() as records:
                         for start in range(0, len(records), 1000):
-                            self._xadd(records[start:start + 1000])
+                            self._xadd(self._not_written(records[start:start + 1000]))
                     replayed += len(records)
             except redis.RedisError as exc:
                 log.info("Redis still unreachable (%s); %d records spooled", exc,
@@ -93,9 +98,27 @@ class StreamWriter:
             log.info("replayed %d spooled records into %s", replayed, self.stream)
             return replayed
 
-    def _xadd(self, records: Sequence[Mapping[str, object]]) -> None:
-        buckets: dict[str, dict[str, bytes]] = {}
+    def _not_written(self, records: Sequence[Mapping[str, object]]
+                     ) -> list[Mapping[str, object]]:
+        """``records`` less those the by-id index says are in the stream already."""
+        if self.index_ttl_s is None:
+            return list(records)
+        checked = [r for r in records if "id" in r and "ts_ms" in r]
         with self.client.pipeline(transaction=False) as pipe:
+            for record in checked:
+                pipe.hexists(index_bucket(self.stream, int(record["ts_ms"])),  # type: ignore[call-overload]
+                             _text(record["id"]))
+            present = pipe.execute()
+        written = {id(r) for r, there in zip(checked, present, strict=True) if there}
+        if written:
+            log.info("replay: %d records were written before the outage, skipped", len(written))
+        return [r for r in records if id(r) not in written]
+
+    def _xadd(self, records: Sequence[Mapping[str, object]]) -> None:
+        if not records:
+            return
+        buckets: dict[str, dict[str, bytes]] = {}
+        with self.client.pipeline(transaction=True) as pipe:
             for record in records:
                 pipe.xadd(self.stream, dict(record), maxlen=self.max_length,  # type: ignore[arg-type]
                           approximate=True)

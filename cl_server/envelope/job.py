@@ -78,7 +78,7 @@ def load_version(version: ModelVersion) -> Any:
 
 @job_kind("cl_update", CLUpdateParams,
           "Train a challenger on the service's new labeled data, validate it against the "
-          "champion and deploy it if every gate passes.")
+          "champion and deploy it if every gate passes.", exclusive=True)
 def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
     from evaluator.validator import Holdout, ServiceValidator
 
@@ -151,6 +151,7 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
         store.update_version(service.name, record.version, metrics=metrics)
         return {"version": record.version, "outcome": "validated", "validation_id":
                 validation.id, "scenario": scenario}
+    ctx.check_cancelled()  # a job declared abandoned (its worker died) must not deploy
     outcome = _promote(store, config, service, record.version, path, ctx)
     store.update_version(service.name, record.version, metrics=metrics,
                          status="champion" if outcome == "deployed" else "candidate")

@@ -6,22 +6,41 @@ RQ job with the same id; a worker (:mod:`cl_server.queue.worker`) moves it to ``
 removes a queued job from the queue, or stops a running one (RQ's stop-job command kills the
 work horse), and records ``cancelled``. Every status change is a compare-and-swap in the store,
 so a job that finishes while it is being cancelled ends in exactly one terminal state.
+
+Exclusive kinds (the CL update job) run one at a time per service: submitting a second while
+one is queued or running raises :class:`JobConflict`.
+
+A worker that dies mid-job (killed, its machine lost) cannot record the end of its job.
+:meth:`JobQueue.fail_abandoned`, called by the CL loop every round and before every exclusive
+submission, finds such jobs and records them ``failed`` with the reason:
+
+- the worker that runs it is no longer registered in Redis;
+- the worker is registered on this host but its process is gone (a killed worker's
+  registration outlives it until its heartbeat expires);
+- RQ's heartbeat for the job expired (a worker on another host stopped answering).
+
+A job declared failed this way cannot deploy any more: the job checks its status before it
+changes the champion (:meth:`~cl_server.queue.kinds.JobContext.check_cancelled`).
 """
 
 from __future__ import annotations
 
 import logging
+import socket
+import time
 from typing import Any
 
+import psutil
 import redis
 from pydantic import JsonValue, ValidationError
 from rq import Callback, Queue, Worker
 from rq.command import send_stop_job_command
 from rq.exceptions import InvalidJobOperation, NoSuchJobError
 from rq.job import Job as RQJob
+from rq.registry import StartedJobRegistry
 
 from cl_server.json_numbers import integral_floats_as_ints
-from cl_server.queue.kinds import KINDS
+from cl_server.queue.kinds import KINDS, JobKind
 from cl_server.store import Job, Store, utcnow
 from cl_server.store.entities import TERMINAL_JOB_STATES
 
@@ -71,8 +90,18 @@ class JobQueue:
             details = [{"path": ".".join(str(p) for p in e["loc"]), "message": e["msg"]}
                        for e in exc.errors(include_url=False)]
             raise JobRejected(f"invalid parameters for job kind '{kind}'", details) from None
-        job = self.store.add_job(Job(kind=kind, service=service, trigger=trigger,
-                                     params=checked.model_dump(mode="json")))
+        params_json = checked.model_dump(mode="json")
+        if service is None and isinstance(params_json.get("service"), str):
+            service = params_json["service"]
+        if spec.exclusive and service is not None:
+            with self.cache.lock(f"modelci:queue:submit:{service}", timeout=30,
+                                 blocking_timeout=30):
+                self._refuse_second(spec, service)
+                job = self.store.add_job(Job(kind=kind, service=service, trigger=trigger,
+                                             params=params_json))
+        else:
+            job = self.store.add_job(Job(kind=kind, service=service, trigger=trigger,
+                                         params=params_json))
         try:
             self.queue.enqueue(
                 "cl_server.queue.worker.run_job", job.id, job_id=job.id,
@@ -85,6 +114,56 @@ class JobQueue:
                                       error=f"could not enqueue: {exc}")
             raise
         return job
+
+    def _refuse_second(self, spec: JobKind, service: str) -> None:
+        self.fail_abandoned(service)
+        for status in ("running", "queued"):
+            for other in self.store.list_jobs(service=service, status=status, limit=1000):
+                if other.kind == spec.name:
+                    raise JobConflict(
+                        f"service '{service}' already has {spec.name} job {other.id} "
+                        f"({status}); one at a time per service: wait for it or cancel it")
+
+    def active(self, service: str, kind: str) -> Job | None:
+        """The queued or running job of ``kind`` for ``service``, if there is one."""
+        for status in ("running", "queued"):
+            jobs = [j for j in self.store.list_jobs(service=service, status=status, limit=1000)
+                    if j.kind == kind]
+            if jobs:
+                return jobs[-1]
+        return None
+
+    def fail_abandoned(self, service: str | None = None) -> list[Job]:
+        """Record ``failed`` for running jobs whose worker died (see the module doc); returns
+        them."""
+        failed = []
+        for job in self.store.list_jobs(service=service, status="running", limit=1000):
+            why = self._abandoned(job)
+            if why is None:
+                continue
+            done = self.store.transition_job(job.id, "failed", ["running"],
+                                             finished_at=utcnow(), error=why)
+            if done is not None:
+                self.store.append_job_logs(job.id, [("ERROR", why)])
+                log.warning("job %s: %s", job.id, why)
+                failed.append(done)
+        return failed
+
+    def _abandoned(self, job: Job) -> str | None:
+        if not job.worker:
+            return None  # between the status change and the worker's name: still starting
+        worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + job.worker,
+                                    connection=self.cache)
+        if worker is None:
+            return f"worker lost: {job.worker} is no longer registered"
+        if worker.hostname == socket.gethostname() and worker.pid \
+                and not psutil.pid_exists(worker.pid):
+            worker.register_death()
+            return f"worker lost: {job.worker} (pid {worker.pid}) is no longer running"
+        registry = StartedJobRegistry(self.queue.name, connection=self.cache)
+        if job.id in registry.get_expired_job_ids(time.time()):
+            return f"worker lost: no heartbeat from {job.worker} for job {job.id}"
+        return None
 
     def cancel(self, job_id: str, actor: str | None = None) -> Job:
         """Cancel a queued or running job; raise :class:`JobConflict` if it already ended."""

@@ -38,7 +38,8 @@ class JobContext(Protocol):
     def log(self, message: str, level: str = "INFO") -> None: ...
 
     def check_cancelled(self) -> None:
-        """Raise :class:`JobCancelled` if the job was cancelled."""
+        """Raise :class:`JobCancelled` if the job was cancelled or is no longer running (the
+        server declared it abandoned after its worker died)."""
 
 
 class KindParams(BaseModel):
@@ -51,19 +52,21 @@ class JobKind:
     params: type[KindParams]
     run: Callable[[JobContext, Any], dict[str, JsonValue]]
     description: str
+    exclusive: bool = False
+    """At most one job of this kind queued or running per service (the CL update job)."""
 
 
 KINDS: dict[str, JobKind] = {}
 
 
-def job_kind(name: str, params: type[KindParams], description: str
+def job_kind(name: str, params: type[KindParams], description: str, *, exclusive: bool = False
              ) -> Callable[[Callable[[JobContext, Any], dict[str, JsonValue]]],
                            Callable[[JobContext, Any], dict[str, JsonValue]]]:
-    """Register a job kind under ``name``."""
+    """Register a job kind under ``name``; ``exclusive``: one at a time per service."""
 
     def register(fn: Callable[[JobContext, Any], dict[str, JsonValue]]
                  ) -> Callable[[JobContext, Any], dict[str, JsonValue]]:
-        KINDS[name] = JobKind(name, params, fn, description)
+        KINDS[name] = JobKind(name, params, fn, description, exclusive)
         return fn
 
     return register

@@ -54,7 +54,7 @@ class _RunningJob:
 
     def check_cancelled(self) -> None:
         job = self.store.get_job(self.job_id)
-        if job is None or job.cancel_requested or job.status == "cancelled":
+        if job is None or job.cancel_requested or job.status != "running":
             raise JobCancelled(self.job_id)
 
 
@@ -80,6 +80,10 @@ def run_job(job_id: str) -> dict[str, Any] | None:
                                   f"{', '.join(sorted(KINDS))}); is it an older version?")
             result = spec.run(ctx, spec.params.model_validate(job.params))
         except JobCancelled:
+            now = store.get_job(job_id)
+            if now is not None and now.status not in ("running", "cancelled"):
+                ctx.log(f"stopped: the job is {now.status} ({now.error})", "WARNING")
+                return None
             ctx.log("stopped: cancellation requested", "WARNING")
             store.transition_job(job_id, "cancelled", ["running"], finished_at=utcnow())
             return None
