@@ -226,7 +226,7 @@ class ServiceLoop:
         if job is None or job.status in TERMINAL_JOB_STATES:
             deployed = bool(job and job.result and job.result.get("outcome") == "deployed")
             self.policy.job_finished(now, deployed, failed=job is None or job.status == "failed")
-            if deployed:  # a new model serves: its inputs and answers form new references
+            if deployed and _adapted(job):  # the model now fits the new data: new references
                 self.monitor.reset()
             self._version_classes.clear()
             self.job_id = None
@@ -257,6 +257,14 @@ class ServiceLoop:
                 self.step()
             except Exception:  # the loop outlives one bad round; it is logged
                 log.exception("service %s: CL loop round failed", self.service)
+
+
+def _adapted(job: Any) -> bool:
+    """Whether a deployed job adapted the model to changed data: it answered a drift alarm or
+    learned new classes. Then the detectors start over; after an update on the same data
+    (volume, time) they keep their references, so a drift that begins meanwhile still shows."""
+    scenario = (job.result or {}).get("scenario")
+    return (job.trigger or {}).get("kind") == "drift" or scenario in ("nc", "nic")
 
 
 def _rows(packed: bytes | None, sample_shape: tuple[int, ...]) -> np.ndarray | None:

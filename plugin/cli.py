@@ -440,6 +440,58 @@ def bench_proxy(rate: float, duration_s: float, out_dir: Path, quick: bool) -> N
     console.print(f"wrote {path}")
 
 
+@bench.command("loop")
+@click.option("--rate", type=click.FloatRange(1, 200), default=20, show_default=True,
+              help="Requests per second through the proxy.")
+@click.option("--stationary", "stationary_s", type=click.FloatRange(5, 600), default=15,
+              show_default=True, help="Seconds of classes 0-4 before the onset.")
+@click.option("--max", "max_s", type=click.FloatRange(10, 1200), default=120,
+              show_default=True, help="Seconds after the onset at most.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              default=Path("bench-results/loop"), show_default=True)
+@click.option("--quick", is_flag=True, help="40 requests/s, 30 s after the onset: for CI.")
+def bench_loop(rate: float, stationary_s: float, max_s: float, seed: int, out_dir: Path,
+               quick: bool) -> None:
+    """The whole CL loop on real parts: new classes appear; time to a deployed better model."""
+    from evaluator.loop_bench import LoopBenchSettings, run_loop_bench
+
+    if quick:
+        rate, stationary_s, max_s = 40, 8, 30
+    settings = LoopBenchSettings(rate=rate, stationary_s=stationary_s, max_s=max_s, seed=seed)
+    with console.status("starting redis, the store, tritonserver, a worker, the proxy and the "
+                        "CL loop; sending traffic..."):
+        result = run_loop_bench(settings)
+    drift, acc = result["drift"], result["accuracy"]
+
+    def fmt(value: float | None, spec: str = ".2f", unit: str = " s") -> str:
+        return "never" if value is None else f"{value:{spec}}{unit}"
+
+    click.echo(f"{result['requests']['stationary']} requests before the onset, "
+               f"{result['requests']['drifted']} after, {result['requests']['errors']} errors; "
+               f"load average {result['load_average'][0]:.2f}")
+    click.echo(f"drift onset -> first alarm {fmt(drift['first_alarm_after_onset_s'])}; alarm -> "
+               f"job enqueued {fmt(drift['alarm_to_job_enqueued_s'], '.3f')} (from: "
+               f"{drift['job_waited_for']}); false alarms "
+               f"before the onset: {drift['false_alarms_before_onset']}")
+    click.echo(f"drift onset -> validated challenger deployed on Triton: "
+               f"{fmt(result['onset_to_deployed_s'])}")
+    click.echo(f"prequential accuracy: pre-drift {fmt(acc['pre_drift'], '.1%', '')}, no-update "
+               f"baseline {fmt(acc['no_update_baseline'], '.1%', '')}, from the first deployment "
+               f"{fmt(acc['after_first_deployment'], '.1%', '')}, last version "
+               f"{fmt(acc['last_version'], '.1%', '')}; within 2 points after "
+               f"{fmt(acc['recovered_within_2_points_after_s'])}")
+    for job in result["jobs"]:
+        gates = f" (failed: {', '.join(job['failed_gates'])})" if job["failed_gates"] else ""
+        click.echo(f"  job at {job['created_after_onset_s']:+.1f} s: {job['trigger']} -> "
+                   f"{job['scenario'] or '-'}, {job['outcome'] or job['status']}{gates}"
+                   + (f", version {job['version']}" if job["version"] else ""))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "loop.json"
+    path.write_text(json.dumps(result, indent=2, default=str))
+    console.print(f"wrote {path}")
+
+
 @bench.command("ingest")
 @click.option("--duration", "duration_s", type=click.FloatRange(0.5, 600), default=10,
               show_default=True, help="Seconds per measured path.")
@@ -522,14 +574,44 @@ def proxy(engine: str, upstream: str, model_name: str, service: str, routing: Pa
               help="The version to serve again.")
 def rollback(url: str, service: str, version: int) -> None:
     """Roll a service back to an earlier version (token from env MODELCI_TOKEN, role engineer)."""
+    event = _api_post(url, f"/api/services/{service}/rollback", {"version": version},
+                      "rollback", "an engineer's or admin's")
+    click.echo(f"{service}: version {event['version']} is the champion again (was "
+               f"{event['previous_version']}); {event['detail']}")
+
+
+@cli.command("data-query")
+@click.option("--url", envvar="MODELCI_URL", required=True,
+              help="The CL server (env MODELCI_URL), e.g. http://127.0.0.1:8080.")
+@click.option("--service", required=True)
+@click.option("--version", "version", type=click.IntRange(1), required=True,
+              help="The version whose training data to check.")
+def data_query(url: str, service: str, version: int) -> None:
+    """Re-run the store query that gave a version its training samples and compare the digest
+    of the ids it returns with the one recorded by its job (exit 1 if they differ; token from
+    env MODELCI_TOKEN, role researcher)."""
+    check = _api_post(url, f"/api/services/{service}/versions/{version}/data-query/verify",
+                      None, "data query check", "a researcher's, engineer's or admin's")
+    click.echo(f"query: {json.dumps(check['query'])}")
+    click.echo(f"recorded: {check['sample_count']} samples, sha256 of their ids "
+               f"{check['digest']}")
+    if not check["matches"]:
+        _fail(f"version {version}: the query no longer returns exactly the samples it was "
+              f"trained on")
+    click.echo(f"version {version}: the query returns exactly the same samples")
+
+
+def _api_post(url: str, path: str, body: dict[str, Any] | None, what: str,
+              role: str) -> dict[str, Any]:
+    """POST to the CL server with the token of env MODELCI_TOKEN; exit 1 with the server's
+    message on any refusal."""
     import requests
 
     token = os.environ.get("MODELCI_TOKEN")
     if not token:
-        _fail("set MODELCI_TOKEN to an engineer's or admin's API token")
+        _fail(f"set MODELCI_TOKEN to {role} API token")
     try:
-        answer = requests.post(f"{url.rstrip('/')}/api/services/{service}/rollback",
-                               json={"version": version}, timeout=600,
+        answer = requests.post(f"{url.rstrip('/')}{path}", json=body, timeout=600,
                                headers={"Authorization": f"Bearer {token}"})
     except requests.RequestException as exc:
         _fail(f"CL server at {redact(url)} unreachable: {exc}")
@@ -538,10 +620,8 @@ def rollback(url: str, service: str, version: int) -> None:
             message = answer.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = answer.text[:500]
-        _fail(f"rollback refused (HTTP {answer.status_code}): {message}")
-    event = answer.json()
-    click.echo(f"{service}: version {event['version']} is the champion again (was "
-               f"{event['previous_version']}); {event['detail']}")
+        _fail(f"{what} refused (HTTP {answer.status_code}): {message}")
+    return answer.json()
 
 
 @cli.command("config-schema")

@@ -123,3 +123,29 @@ def test_new_labels_trigger_a_volume_job_and_state_survives_a_restart(
     assert outcome["submitted"] is not None
     job = store.get_job(outcome["submitted"])
     assert job.trigger["kind"] == "volume" and "50 new labels" in job.trigger["reason"]
+
+
+@pytest.mark.parametrize(("trigger", "scenario", "alarms_after"), [
+    ("volume", "ni", ["chi2", "ks"]),  # an update on the same data: the references stay
+    ("drift", "nc", []),               # adapted to the new data: it is the new reference
+])
+def test_detectors_start_over_only_after_a_deployment_that_adapted_the_model(
+        parts: tuple[redis.Redis, JobQueue], store: MongoStore, tmp_path: Path, trigger: str,
+        scenario: str, alarms_after: list[str]) -> None:
+    cache, queue = parts
+    clock = [1000.0]
+    loop, collector = make("{kind: drift, min_detectors: 5}", store, cache, queue, tmp_path,
+                           clock)
+    collector.ingest(digits_of({0, 1, 2, 3, 4}, 300, 0))
+    assert loop.step()["alarms"] == []
+    job = queue.submit("cl_update", {"service": "digits"}, service="digits",
+                       trigger={"kind": trigger})
+    clock[0] += 1
+    loop.step()
+    assert loop.job_id == job.id  # submitted elsewhere, followed by the loop
+    store.transition_job(job.id, "succeeded", ["queued"], finished_at=utcnow(),
+                         result={"outcome": "deployed", "scenario": scenario})
+    collector.ingest(digits_of({5, 6, 7, 8, 9}, 300, 1000))
+    clock[0] += 1
+    assert loop.step()["alarms"] == alarms_after
+    assert loop.job_id is None

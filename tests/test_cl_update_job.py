@@ -200,7 +200,7 @@ def test_rollback_by_api_returns_to_an_earlier_version(
     cache.close()
 
 
-def test_rollback_from_the_cli(setup: tuple[JobQueue, ServiceCollector], store: MongoStore,
+def test_rollback_and_the_data_query_check_from_the_cli(setup: tuple[JobQueue, ServiceCollector], store: MongoStore,
                                redis_url: str) -> None:
     queue, collector = setup
     next_id = feed(collector, {0, 1}, 0)
@@ -222,6 +222,15 @@ def test_rollback_from_the_cli(setup: tuple[JobQueue, ServiceCollector], store: 
         refused = subprocess.run([sys.executable, "-m", "plugin.cli", "rollback", "--url", url,
                                   "--service", "digits", "--to", "7"], env=env,
                                  capture_output=True, text=True, timeout=120, check=False)
+        query = [sys.executable, "-m", "plugin.cli", "data-query", "--url", url, "--service",
+                 "digits", "--version", "2"]
+        same = subprocess.run(query, env=env, capture_output=True, text=True, timeout=120,
+                              check=False)
+        v2 = store.get_version("digits", 2)
+        one = store.run_data_query(v2.data_query)[5]
+        store.db["labeled_samples"].delete_one({"_id": one.id})  # a training sample is lost
+        changed = subprocess.run(query, env=env, capture_output=True, text=True, timeout=120,
+                                 check=False)
     finally:
         server.shutdown()
         cache.close()
@@ -229,3 +238,9 @@ def test_rollback_from_the_cli(setup: tuple[JobQueue, ServiceCollector], store: 
     assert "digits: version 1 is the champion again (was 2)" in done.stdout
     assert refused.returncode == 1 and "rollback refused (HTTP 404)" in refused.stderr
     assert store.get_service("digits").champion_version == 1
+    assert same.returncode == 0, same.stderr
+    assert "version 2: the query returns exactly the same samples" in same.stdout
+    assert f"{v2.data_query.sample_count} samples, sha256 of their ids {v2.data_query.digest}" \
+        in same.stdout and '"split": "train"' in same.stdout
+    assert changed.returncode == 1
+    assert "the query no longer returns exactly the samples" in changed.stderr

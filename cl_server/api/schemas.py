@@ -203,6 +203,7 @@ class LineageNode(BaseModel):
 
 class QueryCheck(BaseModel):
     version: int
+    query: dict[str, JsonValue] = Field(description="The store query: filter, sort, limit.")
     sample_count: int
     digest: str
     matches: bool = Field(description="The recorded query still returns exactly the samples "

@@ -96,8 +96,11 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
     ctx.log(f"data: {len(data.new)} new and {len(data.history)} earlier training samples up to "
             f"{data.snapshot}; holdouts {len(data.recent)} recent, {len(data.historical)} "
             f"historical")
-    if not data.new:
-        raise ValueError("no new labeled training samples since the champion's data")
+    if not data.new:  # e.g. a volume rule counted labels the champion already learned from
+        reason = (f"no new labeled training samples since the champion's data (snapshot "
+                  f"{snapshot_of(champion_record.data_query) if champion_record else None})")
+        ctx.log(f"nothing to train: {reason}", "WARNING")
+        return {"version": None, "outcome": "skipped", "reason": reason}
     spec = config.model.input
     training = Training(to_tensor(data.new, spec), [s.label for s in data.new],
                         to_tensor(data.history, spec), [s.label for s in data.history])

@@ -157,7 +157,10 @@ def verify_data_query(principal: Principal, name: str, version: int) -> QueryChe
     if found.data_query is None:
         raise ApiError(409, "no_data_query", f"version {version} was not trained by a job "
                        f"(it has no data query)")
-    return QueryCheck(version=version, sample_count=found.data_query.sample_count,
+    query = found.data_query
+    return QueryCheck(version=version, query=query.model_dump(
+        mode="json", include={"collection", "filter", "sort", "limit"}),
+                      sample_count=found.data_query.sample_count,
                       digest=found.data_query.digest,
                       matches=verify_query(ctx().store, found.data_query))
 
