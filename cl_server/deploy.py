@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cl_server.config.schema import ServiceConfig
 from cl_server.store import Deployment, Service, Store
+
+if TYPE_CHECKING:
+    from plugin.serving.base import ServingAdapter
 
 ENV_DATA_DIR = "MODELCI_DATA_DIR"
 
@@ -26,25 +31,41 @@ def data_dir() -> Path:
     return Path(os.environ.get(ENV_DATA_DIR, ".modelci")).resolve()
 
 
-def _to_engine(config: ServiceConfig, service: Service, version: int, artifact: Path,
-               rollback: bool) -> str:
-    if config.engine.url is None or config.engine.model_repository is None:
-        return "in the store (no engine repository configured)"
+def has_engine(config: ServiceConfig) -> bool:
+    """Whether versions go to an engine (its URL and model repository are configured)."""
+    return config.engine.url is not None and config.engine.model_repository is not None
+
+
+def adapter_for(config: ServiceConfig) -> ServingAdapter:
+    """The serving adapter of the service (see :func:`has_engine`)."""
     from plugin.serving.factory import make_adapter, routing_path
     from plugin.serving.routing import RoutingTable
 
-    adapter = make_adapter(config, RoutingTable(routing_path(data_dir(), service.name)))
+    return make_adapter(config, RoutingTable(routing_path(data_dir(), config.name)))
+
+
+def _to_engine(config: ServiceConfig, version: int, artifact: Path, rollback: bool,
+               staged: bool) -> str:
+    if not has_engine(config):
+        return "in the store (no engine repository configured)"
+    adapter = adapter_for(config)
+    if staged:  # loaded already as the challenger of a shadow or canary stage
+        start = time.perf_counter()
+        adapter.promote(version)
+        return f"on {config.engine.kind}, promoted in {time.perf_counter() - start:.2f} s"
     result = adapter.rollback(version) if rollback else adapter.deploy(version, artifact)
     return f"on {config.engine.kind} in {result.total_s:.2f} s"
 
 
 def change_champion(store: Store, config: ServiceConfig, service: Service, version: int,
-                    artifact: Path, *, actor: str, rollback: bool = False) -> Deployment:
-    """Make ``version`` the champion (see the module doc); raises :class:`DeployFailed`."""
+                    artifact: Path, *, actor: str, rollback: bool = False,
+                    staged: bool = False) -> Deployment:
+    """Make ``version`` the champion (see the module doc); raises :class:`DeployFailed`.
+    ``staged``: the engine has it loaded as a challenger already; only the switch is left."""
     previous = service.champion_version
     action = "rollback" if rollback else "deploy"
     try:
-        where = _to_engine(config, service, version, artifact, rollback)
+        where = _to_engine(config, version, artifact, rollback, staged)
     except Exception as exc:  # any engine failure leaves the champion as it is
         store.add_deployment(Deployment(service=service.name, version=version,
                                         previous_version=previous, action=action,

@@ -225,7 +225,9 @@ class ServiceLoop:
         job = self.store.get_job(self.job_id)
         if job is None or job.status in TERMINAL_JOB_STATES:
             deployed = bool(job and job.result and job.result.get("outcome") == "deployed")
-            self.policy.job_finished(now, deployed, failed=job is None or job.status == "failed")
+            unanswered = job is None or job.status == "failed" or bool(
+                job.result and job.result.get("outcome") == "skipped")  # no data to learn from
+            self.policy.job_finished(now, deployed, failed=unanswered)
             if deployed and _adapted(job):  # the model now fits the new data: new references
                 self.monitor.reset()
             self._version_classes.clear()

@@ -447,18 +447,24 @@ def bench_proxy(rate: float, duration_s: float, out_dir: Path, quick: bool) -> N
               show_default=True, help="Seconds of classes 0-4 before the onset.")
 @click.option("--max", "max_s", type=click.FloatRange(10, 1200), default=120,
               show_default=True, help="Seconds after the onset at most.")
+@click.option("--after-onset", type=click.Choice(["new", "all"]), default="new",
+              show_default=True, help="new: classes 5-9 replace 0-4; all: they join them.")
+@click.option("--strategy", type=click.Choice(["naive", "ewc", "si", "lwf", "mas", "proactive",
+                                               "full-retrain"]), default="naive",
+              show_default=True, help="The service's CL strategy (full-retrain: the reference).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               default=Path("bench-results/loop"), show_default=True)
 @click.option("--quick", is_flag=True, help="40 requests/s, 30 s after the onset: for CI.")
-def bench_loop(rate: float, stationary_s: float, max_s: float, seed: int, out_dir: Path,
-               quick: bool) -> None:
+def bench_loop(rate: float, stationary_s: float, max_s: float, after_onset: str, strategy: str,
+               seed: int, out_dir: Path, quick: bool) -> None:
     """The whole CL loop on real parts: new classes appear; time to a deployed better model."""
     from evaluator.loop_bench import LoopBenchSettings, run_loop_bench
 
     if quick:
         rate, stationary_s, max_s = 40, 8, 30
-    settings = LoopBenchSettings(rate=rate, stationary_s=stationary_s, max_s=max_s, seed=seed)
+    settings = LoopBenchSettings(rate=rate, stationary_s=stationary_s, max_s=max_s, seed=seed,
+                                 after_onset=after_onset, strategy=strategy)
     with console.status("starting redis, the store, tritonserver, a worker, the proxy and the "
                         "CL loop; sending traffic..."):
         result = run_loop_bench(settings)

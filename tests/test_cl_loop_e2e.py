@@ -44,7 +44,7 @@ drift:
     - {kind: chi2, signal: predictions, window: 100, alpha: 0.01}
 triggers: {cooldown_s: 0, rules: [{kind: drift, min_detectors: 2}]}
 cl: {strategy: {name: naive}, rehearsal: {kind: class_balanced, size: 300}, epochs: 15,
-     batch_size: 32, learning_rate: 0.003}
+     batch_size: 32, learning_rate: 0.003, min_new_samples: %(min_new)s, label_wait_s: 60}
 validation: {recent_holdout: 150, historical_per_class: 20,
              gates: {min_accuracy_gain: %(gain)s, max_class_drop: 0.2}}
 """
@@ -62,7 +62,7 @@ def test_drift_to_deployment_on_triton_with_the_whole_lineage(
         tmp_path: Path, tokens: dict[str, str]) -> None:
     model = f"digits_{uuid.uuid4().hex[:6]}"
     fields = {"model": model, "url": triton_server.url, "repo": triton_server.repository}
-    config = parse_config(YAML % {**fields, "gain": 0.0}, env={})
+    config = parse_config(YAML % {**fields, "gain": 0.0, "min_new": 400}, env={})
     cache = redis.Redis.from_url(redis_url)
     queue = JobQueue(store, cache, name=f"q{uuid.uuid4().hex[:8]}", job_timeout_s=300)
     app = create_app(config, store, cache, queue=queue)
@@ -102,7 +102,8 @@ def test_drift_to_deployment_on_triton_with_the_whole_lineage(
         drifted = loop.step()
         assert drifted["alarms"] == ["chi2", "ks"] and drifted["submitted"] is not None
         feedback = [{"request_id": f"n{n}", "label": str(Y[i])} for n, i in enumerate(new[:100])]
-        assert collector.label(feedback).labeled == 100  # labels arrive late, by request id
+        assert collector.label(feedback).labeled == 100  # labels arrive late, by request id:
+        # the job waits for them (cl.min_new_samples)
         more = [{"request_id": f"M{i}", "inputs": (X[i] / 16).tolist(), "label": str(Y[i])}
                 for i in new[100:600]]
         assert collector.ingest(more).accepted == 500
@@ -136,7 +137,7 @@ def test_drift_to_deployment_on_triton_with_the_whole_lineage(
         assert float(np.mean(served.argmax(axis=1) == truth)) > 0.8  # it knows the new classes
 
         # a manual update under a strict gate: rejected, recorded, the champion stays
-        strict = parse_config(YAML % {**fields, "gain": 0.5}, env={})
+        strict = parse_config(YAML % {**fields, "gain": 0.5, "min_new": 1}, env={})
         store.upsert_service(service_record(strict))
         few = [{"request_id": f"F{i}", "inputs": (X[i] / 16).tolist(), "label": str(Y[i])}
                for i in new[700:760]]

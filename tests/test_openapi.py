@@ -81,7 +81,7 @@ def test_openapi_document_is_valid(live: Live) -> None:
     assert body == {"$ref": "#/components/schemas/JobIn"}
     kinds = {entry["properties"]["kind"]["const"]: entry
              for entry in document["components"]["schemas"]["JobIn"]["oneOf"]}
-    assert set(kinds) == {"healthcheck", "cl_update"}
+    assert set(kinds) == {"healthcheck", "cl_update", "cl_promote"}
     healthcheck = kinds["healthcheck"]
     assert healthcheck["additionalProperties"] is False
     assert "service" in kinds["cl_update"]["properties"]["params"]["required"]

@@ -15,6 +15,7 @@ import redis
 import tritonclient.http as triton_http
 
 from cl_server.collector import kserve
+from cl_server.collector.writer import find_records
 from plugin.proxy.collector import RequestCollector, ServedRequest, served_stream
 from plugin.proxy.metrics import LatencyWindow, ProxyMetrics, latency_key, publish_latency
 
@@ -245,3 +246,21 @@ def test_latency_window_keeps_the_most_recent_samples() -> None:
     for i in range(100):
         window.observe(1, 1.0 if i < 90 else 0.001, now=float(i))
     assert window.stats(now=100.0)[1]["p99_ms"] == pytest.approx(1.0)
+
+
+def test_a_label_joins_the_answer_served_not_the_shadow_one(redis_url: str,
+                                                            tmp_path: Path) -> None:
+    collector = RequestCollector(redis_url, "svc", "triton", spool_dir=tmp_path)
+    try:
+        collector.offer(served(7, version=1, role="champion"))
+        collector.offer(served(7, version=2, role="shadow"))  # the same request, mirrored
+        assert collector.flush()
+    finally:
+        collector.close()
+    assert [row[b"role"] for row in entries(redis_url)] == [b"champion", b"shadow"]
+    client = redis.Redis.from_url(redis_url)
+    try:
+        found = find_records(client, served_stream("svc"), ["r7"], 1_700_000_000_007)
+    finally:
+        client.close()
+    assert found["r7"]["version"] == b"1" and found["r7"]["role"] == b"champion"

@@ -43,7 +43,9 @@ class StreamWriter:
         spool: where batches go while Redis is unreachable.
         max_length: approximate length the stream is trimmed to.
         index_ttl_s: seconds a record stays findable by its ``id`` (:func:`find_records`,
-            for labels that arrive later); None: no index.
+            for labels that arrive later); None: no index. Shadow answers (``role`` shadow)
+            are not indexed: a label joins the answer the client was served (and their
+            replay after an outage is at least once).
     """
 
     def __init__(self, client: redis.Redis, stream: str, spool: Spool, *,
@@ -103,7 +105,8 @@ class StreamWriter:
         """``records`` less those the by-id index says are in the stream already."""
         if self.index_ttl_s is None:
             return list(records)
-        checked = [r for r in records if "id" in r and "ts_ms" in r]
+        checked = [r for r in records if "id" in r and "ts_ms" in r
+                   and _text(r.get("role", "")) != "shadow"]
         with self.client.pipeline(transaction=False) as pipe:
             for record in checked:
                 pipe.hexists(index_bucket(self.stream, int(record["ts_ms"])),  # type: ignore[call-overload]
@@ -122,7 +125,8 @@ class StreamWriter:
             for record in records:
                 pipe.xadd(self.stream, dict(record), maxlen=self.max_length,  # type: ignore[arg-type]
                           approximate=True)
-                if self.index_ttl_s is not None and "id" in record and "ts_ms" in record:
+                if self.index_ttl_s is not None and "id" in record and "ts_ms" in record \
+                        and _text(record.get("role", "")) != "shadow":  # labels join the answer served
                     bucket = index_bucket(self.stream, int(record["ts_ms"]))  # type: ignore[call-overload]
                     buckets.setdefault(bucket, {})[_text(record["id"])] = encode_record(record)
             for bucket, entries in buckets.items():  # one HSET per hour bucket and batch

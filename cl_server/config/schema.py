@@ -313,6 +313,11 @@ class CLConfig(Section):
     batch_size: int = Field(64, gt=0)
     learning_rate: float = Field(1e-3, gt=0)
     max_samples: int = Field(20_000, gt=0, description="Training samples per job, new + stored.")
+    min_new_samples: int = Field(1, gt=0, description="New labeled training samples a job needs; "
+                                 "it waits up to label_wait_s for them (labels often come after "
+                                 "the drift that started the job), then trains on what it has, "
+                                 "or ends 'skipped' with none.")
+    label_wait_s: float = Field(30.0, ge=0, description="Seconds a job waits for min_new_samples.")
 
 
 class GatesConfig(Section):
@@ -322,14 +327,28 @@ class GatesConfig(Section):
                                   "the historical holdout.")
     max_p95_latency_increase: float = Field(0.2, ge=0, description="Relative, 0.2 = +20%.")
     max_model_bytes: int | None = Field(None, gt=0)
+    min_shadow_agreement: Share = Field(0.0, description="Shadow stage: least share of mirrored "
+                                        "requests on which the challenger answers like the "
+                                        "champion (0: reported, not enforced).")
+    max_live_accuracy_drop: Share = Field(0.02, description="Shadow and canary stages: how far "
+                                          "the challenger's accuracy on labeled live requests may "
+                                          "fall below the champion's on the same period.")
 
 
 class ValidationConfig(Section):
     recent_holdout: int = Field(500, gt=0, description="Recent labeled samples held out.")
     historical_per_class: int = Field(50, gt=0)
     gates: GatesConfig = GatesConfig()
-    shadow_requests: int = Field(0, ge=0, description="Mirrored requests before promotion; 0 off.")
-    manual_approval: bool = False
+    shadow_requests: int = Field(0, ge=0, description="Mirrored requests the challenger answers "
+                                 "in a shadow stage before promotion; 0 off.")
+    min_live_labels: int = Field(30, gt=0, description="Labeled live requests a shadow or canary "
+                                 "stage needs to judge accuracy; with fewer its accuracy gate "
+                                 "is reported as not evaluated.")
+    stage_timeout_s: PositiveSeconds = Field(900.0, description="Seconds a shadow or canary stage "
+                                             "waits for its requests (then it fails) and labels.")
+    manual_approval: bool = Field(False, description="A passing challenger waits for an "
+                                  "engineer's approval (POST .../versions/{v}/approve) before "
+                                  "its live stages and promotion.")
 
 
 class CanaryConfig(Section):
@@ -341,7 +360,10 @@ class DeploymentConfig(Section):
     mode: choice("deployment mode", DEPLOY_MODES) = "full"  # type: ignore[valid-type]
     ratio: Annotated[float, Field(gt=0, le=1)] = Field(
         0.01, description="Share of weights shipped by sparse and partial updates.")
-    rollout: choice("rollout", ROLLOUTS) = "direct"  # type: ignore[valid-type]
+    rollout: choice("rollout", ROLLOUTS) = Field(  # type: ignore[valid-type]
+        "direct", description="After the offline gates: direct (promote), shadow (mirror "
+        "validation.shadow_requests requests to the challenger first) or canary (send "
+        "canary.share of the traffic to it until canary.min_requests answers first).")
     canary: CanaryConfig = CanaryConfig()
 
 
@@ -405,3 +427,12 @@ class ServiceConfig(Section):
     auth: AuthConfig = AuthConfig()
     queue: QueueConfig = QueueConfig()
     server: ServerConfig = ServerConfig()
+
+    @model_validator(mode="after")
+    def _shadow_rollout_needs_requests(self) -> ServiceConfig:
+        if self.deployment.rollout == "shadow" and self.validation.shadow_requests == 0:
+            raise PydanticCustomError(
+                "field_error", "deployment.rollout is shadow: set validation.shadow_requests to "
+                "the number of mirrored requests the challenger must answer (> 0)",
+                {"field": "validation.shadow_requests"})
+        return self

@@ -10,9 +10,12 @@ data and the gates that decided its fate (lineage):
    artifact written under ``<data_dir>/artifacts/<service>/`` with its sha256;
 5. validation: :class:`evaluator.validator.ServiceValidator` against the champion, stored as a
    :class:`Validation`; a failing challenger is ``rejected`` with its failed gates;
-6. promotion: a passing challenger is deployed through the service's serving adapter when the
-   config names an engine repository (else it is promoted in the store only), recorded as a
-   :class:`Deployment`; the champion changes only if the deploy succeeded.
+6. promotion (:mod:`cl_server.envelope.rollout`): a passing challenger waits for approval
+   (``validation.manual_approval``) or goes through the configured live stages (shadow,
+   canary) and is deployed through the service's serving adapter when the config names an
+   engine repository (else it is promoted in the store only), recorded as a
+   :class:`Deployment`; the champion changes only if every stage passed and the deploy
+   succeeded.
 
 The champion's artifact is checked against its recorded sha256 before it is loaded: a
 mismatch fails the job and nothing changes.
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any, Literal
@@ -29,12 +33,16 @@ from typing import Any, Literal
 from pydantic import Field, JsonValue
 
 from cl_server.config.schema import ServiceConfig
-from cl_server.deploy import DeployFailed, change_champion, data_dir
+from cl_server.deploy import data_dir
 from cl_server.envelope.data import UpdateData, snapshot_of, take_snapshot, to_tensor
+from cl_server.envelope.rollout import roll_out
 from cl_server.envelope.train import Training, starting_model, train
 from cl_server.queue.kinds import JobContext, KindParams, job_kind
 from cl_server.scenario_switch import ScenarioSwitch
 from cl_server.store import ModelVersion, Service, Store, Validation
+
+
+LABEL_POLL_S = 1.0
 
 
 class CLUpdateParams(KindParams):
@@ -91,8 +99,16 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
         if service.champion_version else None
     champion = load_version(champion_record) if champion_record else None
 
-    data = take_snapshot(store, service.name, snapshot_of(
-        champion_record.data_query if champion_record else None), config.validation)
+    previous = snapshot_of(champion_record.data_query if champion_record else None)
+    data = take_snapshot(store, service.name, previous, config.validation)
+    deadline = time.monotonic() + config.cl.label_wait_s
+    if len(data.new) < config.cl.min_new_samples and config.cl.label_wait_s > 0:
+        ctx.log(f"{len(data.new)} new labeled training samples, {config.cl.min_new_samples} "
+                f"wanted: waiting up to {config.cl.label_wait_s:g} s for labels")
+        while len(data.new) < config.cl.min_new_samples and time.monotonic() < deadline:
+            ctx.check_cancelled()
+            time.sleep(LABEL_POLL_S)
+            data = take_snapshot(store, service.name, previous, config.validation)
     ctx.log(f"data: {len(data.new)} new and {len(data.history)} earlier training samples up to "
             f"{data.snapshot}; holdouts {len(data.recent)} recent, {len(data.historical)} "
             f"historical")
@@ -154,12 +170,20 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
         store.update_version(service.name, record.version, metrics=metrics)
         return {"version": record.version, "outcome": "validated", "validation_id":
                 validation.id, "scenario": scenario}
-    ctx.check_cancelled()  # a job declared abandoned (its worker died) must not deploy
-    outcome = _promote(store, config, service, record.version, path, ctx)
-    store.update_version(service.name, record.version, metrics=metrics,
-                         status="champion" if outcome == "deployed" else "candidate")
-    return {"version": record.version, "outcome": outcome, "validation_id": validation.id,
-            "scenario": scenario}
+    if config.validation.manual_approval:
+        store.update_version(service.name, record.version, metrics=metrics)
+        ctx.log(f"version {record.version} passed validation and waits for approval "
+                f"(POST /api/services/{service.name}/versions/{record.version}/approve)")
+        return {"version": record.version, "outcome": "awaiting_approval", "validation_id":
+                validation.id, "scenario": scenario}
+    outcome, failed = roll_out(ctx, config, service, record.version, path, validation)
+    status = {"deployed": "champion", "rejected": "rejected"}.get(outcome, "candidate")
+    store.update_version(service.name, record.version, metrics=metrics, status=status)
+    result: dict[str, JsonValue] = {"version": record.version, "outcome": outcome,
+                                    "validation_id": validation.id, "scenario": scenario}
+    if failed:
+        result["failed_gates"] = list(failed)
+    return result
 
 
 def _finite(value: Any) -> Any:
@@ -184,15 +208,3 @@ def _scenario(config: ServiceConfig, params: CLUpdateParams, champion: Any, data
         set(champion.classes), Counter(s.label for s in data.new), params.drift_magnitude,
         updates)
     return choice.scenario, choice.reason
-
-
-def _promote(store: Store, config: ServiceConfig, service: Service, version: int, path: Path,
-             ctx: JobContext) -> str:
-    try:
-        event = change_champion(store, config, service, version, path,
-                                actor=f"job:{ctx.job_id}")
-    except DeployFailed as exc:
-        ctx.log(str(exc), "ERROR")
-        return "deploy_failed"
-    ctx.log(f"version {version} is the champion: {event.detail}")
-    return "deployed"

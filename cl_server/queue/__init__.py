@@ -6,6 +6,7 @@ from cl_server.queue.worker import WorkerSettings, run_worker
 
 # Job kinds defined elsewhere register themselves on import: the CL update job.
 import cl_server.envelope.job  # noqa: E402,F401  (registers "cl_update")
+import cl_server.envelope.rollout  # noqa: E402,F401  (registers "cl_promote")
 
 __all__ = ["KINDS", "JobCancelled", "JobConflict", "JobContext", "JobQueue", "JobRejected",
            "WorkerSettings", "job_kind", "run_worker"]

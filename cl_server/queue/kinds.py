@@ -5,8 +5,8 @@ refused at the API (422) before anything is queued. Later parts register theirs 
 update job of the orchestrator, benchmark jobs) with :func:`job_kind`.
 
 Example:
-    >>> sorted(KINDS)  # with the CL update job registered by cl_server.envelope
-    ['cl_update', 'healthcheck']
+    >>> sorted(KINDS)  # with the CL update and promotion jobs registered by cl_server.envelope
+    ['cl_promote', 'cl_update', 'healthcheck']
     >>> KINDS["healthcheck"].params.model_validate({"hold_s": 0.5}).hold_s
     0.5
 """

@@ -121,6 +121,10 @@ class Store(ABC):
     def list_validations(self, service: str, limit: int = 100) -> list[Validation]: ...
 
     @abstractmethod
+    def update_validation(self, validation_id: str, **changes: object) -> Validation | None:
+        """Change fields of a validation (the live stages add their gates); None if absent."""
+
+    @abstractmethod
     def add_deployment(self, deployment: Deployment) -> Deployment: ...
 
     @abstractmethod

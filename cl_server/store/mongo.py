@@ -267,6 +267,9 @@ class MongoStore(Store):
         return self._find(Validation, {"service": service}, sort=[("created_at", -1)],
                           limit=limit)
 
+    def update_validation(self, validation_id: str, **changes: object) -> Validation | None:
+        return self._update(Validation, validation_id, dict(changes))
+
     def add_deployment(self, deployment: Deployment) -> Deployment:
         return self._insert(deployment)
 

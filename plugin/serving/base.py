@@ -254,6 +254,10 @@ class ServingAdapter(ABC):
         self._require_challenger(version)
         self.routing.update(shadow=version)
 
+    def stop_shadow(self) -> None:
+        """Stop mirroring; the challenger stays loaded (for a canary or a promotion)."""
+        self.routing.update(shadow=None)
+
     def stop_challenger(self) -> None:
         """End a canary or shadow: all traffic back to the champion; the challenger unloads."""
         self.routing.update(canary=None, canary_share=0.0, shadow=None)

@@ -23,6 +23,7 @@ from cl_server.auth import Principal
 from cl_server.store import (
     Deployment,
     DriftEvent,
+    Job,
     ModelVersion,
     Role,
     Service,
@@ -181,3 +182,41 @@ def rollback_service(principal: Principal, name: str, body: RollbackIn) -> Deplo
         raise ApiError(409, "rollback_refused", str(exc)) from None
     except DeployFailed as exc:  # the engine refused: the service's state did not change
         raise ApiError(409, "engine_refused", str(exc)) from None
+
+
+def _candidate(name: str, version: int) -> ModelVersion:
+    found = ctx().store.get_version(name, version)
+    if found is None:
+        raise not_found(f"version {version} of service '{name}'")
+    if found.status != "candidate" or not found.metrics.get("validation_id"):
+        raise ApiError(409, "not_awaiting_approval", f"version {version} is {found.status}; "
+                       f"only a validated candidate can be approved or rejected")
+    validation = ctx().store.get_validation(str(found.metrics["validation_id"]))
+    if validation is None or not validation.passed:
+        raise ApiError(409, "not_awaiting_approval", f"version {version} did not pass "
+                       f"validation")
+    return found
+
+
+@operation(bp, "/api/services/{name}/versions/{version}/approve", "POST",
+           summary="Approve a validated challenger: a cl_promote job runs its live stages and "
+                   "promotes it", role=Role.engineer, body=UpdateIn, response=Job, status=202)
+def approve_version(principal: Principal, name: str, version: int, body: UpdateIn) -> Job:
+    _service(name)
+    _candidate(name, version)
+    return ctx().queue.submit("cl_promote", {"service": name, "version": version},
+                              service=name, trigger={"kind": "approval", "user": principal.user,
+                                                     "reason": body.reason})
+
+
+@operation(bp, "/api/services/{name}/versions/{version}/reject", "POST",
+           summary="Reject a validated challenger waiting for approval", role=Role.engineer,
+           body=UpdateIn, response=ModelVersion)
+def reject_version(principal: Principal, name: str, version: int,
+                   body: UpdateIn) -> ModelVersion:
+    _service(name)
+    found = _candidate(name, version)
+    updated = ctx().store.update_version(name, version, status="rejected", metrics={
+        **found.metrics, "rejected_by": principal.user, "rejected_because": body.reason})
+    assert updated is not None
+    return updated
