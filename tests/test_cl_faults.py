@@ -23,14 +23,17 @@ from cl_server.queue import JobConflict, JobQueue, WorkerSettings
 from cl_server.runtime import worker_process
 from cl_server.store import MongoStore
 from plugin.proxy.collector import RequestCollector, ServedRequest
+from plugin.serving.factory import make_adapter, routing_path
+from plugin.serving.routing import RoutingTable
+from plugin.serving.triton_server import TritonServer
 from tests.test_queue import terminal, wait_for
 
 DIGITS = """
 name: digits
-engine: {kind: triton, model_name: digits}
+engine: {kind: triton, model_name: %(model)s, url: "%(url)s", model_repository: "%(repo)s"}
 model: {template: mlp, template_params: {hidden: [64]}, input: {shape: [64]},
         classes: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]}
-cl: {strategy: {name: naive}, rehearsal: {kind: class_balanced, size: 300}, epochs: %d,
+cl: {strategy: {name: naive}, rehearsal: {kind: class_balanced, size: 300}, epochs: %(epochs)d,
      batch_size: 32, learning_rate: 0.003}
 validation: {recent_holdout: 150, historical_per_class: 20,
              gates: {min_accuracy_gain: 0.0, max_class_drop: 0.3}}
@@ -129,16 +132,20 @@ def wait_until(condition: object, timeout_s: float = 30.0) -> None:
 # --- a worker killed mid-job --------------------------------------------------------------------
 
 def test_a_worker_killed_mid_job_fails_the_job_keeps_the_champion_and_the_next_trigger_works(
-        store: MongoStore, store_uri: str, redis_url: str, tmp_path: Path) -> None:
-    quick = parse_config(DIGITS % 10, env={})
-    slow = parse_config(DIGITS % 5000, env={})  # long enough to be killed while training
+        triton_server: TritonServer, store: MongoStore, store_uri: str, redis_url: str,
+        tmp_path: Path) -> None:
+    engine = {"model": f"faults_{uuid.uuid4().hex[:6]}", "url": triton_server.url,
+              "repo": triton_server.repository}
+    quick = parse_config(DIGITS % {**engine, "epochs": 10}, env={})
+    slow = parse_config(DIGITS % {**engine, "epochs": 5000}, env={})  # killed while training
+    adapter = make_adapter(quick, RoutingTable(routing_path(tmp_path, "digits")))
     cache = redis.Redis.from_url(redis_url)
     store.upsert_service(service_record(quick))
     queue = JobQueue(store, cache, name=f"q{uuid.uuid4().hex[:8]}", job_timeout_s=600)
     collector = ServiceCollector(quick, cache, store, tmp_path / "spool", seed=0)
     loop = ServiceLoop(quick, store, cache, queue)
     settings = WorkerSettings(redis_url, store_uri, store.db.name, queue.queue.name)
-    worker = worker_process(settings, tmp_path / "run", 1)
+    worker = worker_process(settings, tmp_path / "run", 1)  # data dir: tmp_path
     worker.start()
     replacement = None
     try:
@@ -146,7 +153,7 @@ def test_a_worker_killed_mid_job_fails_the_job_keeps_the_champion_and_the_next_t
         loop.request_manual("first model", "test")
         first = wait_for(store, loop.step()["submitted"], terminal, timeout_s=180)
         assert first.status == "succeeded" and first.result["outcome"] == "deployed"
-        assert store.get_service("digits").champion_version == 1
+        assert store.get_service("digits").champion_version == 1 and adapter.current() == 1
         loop.step()  # sees the job end
 
         collector.ingest(digit_records({5, 6, 7, 8, 9}, 1000))
@@ -172,6 +179,7 @@ def test_a_worker_killed_mid_job_fails_the_job_keeps_the_champion_and_the_next_t
         assert store.get_service("digits").champion_version == 1
         assert [v.version for v in store.list_versions("digits")
                 if v.status == "champion"] == [1]
+        assert adapter.current() == 1 and adapter.loaded() == [1]  # Triton serves it still
 
         store.upsert_service(service_record(quick))
         replacement = worker_process(settings, tmp_path / "run2", 2)
@@ -183,6 +191,7 @@ def test_a_worker_killed_mid_job_fails_the_job_keeps_the_champion_and_the_next_t
         assert retry.status == "succeeded" and retry.result["outcome"] == "deployed", retry.error
         assert retry.result["scenario"] == "nc"
         assert store.get_service("digits").champion_version == retry.result["version"]
+        assert adapter.current() == retry.result["version"]
     finally:
         if replacement is not None:
             replacement.stop()

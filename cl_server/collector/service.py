@@ -13,8 +13,10 @@ Cache layout (Redis; ``{s}`` is the service name):
   ``version``, ``role``, ``inputs`` and ``outputs`` as packed tensors, ``prediction``),
   trimmed to about ``collector.window_size`` entries; hour buckets
   ``modelci:{s}:served:byid:{hour}`` find a record by request id for ``retention_days``.
-- ``modelci:{s}:labeled`` stream: labeled samples (``id``, ``ts_ms``, ``label``, ``inputs``,
-  ``prediction``, ``version``, ``source``), untrimmed up to ``2**31`` entries: the jobs' data.
+- ``modelci:{s}:labeled`` stream: labeled samples (``id``: the request id, ``sid``: the stored
+  sample's id, ``ts_ms``, ``label``, ``inputs``, ``prediction``, ``version``, ``source``,
+  ``split``), untrimmed up to ``2**31`` entries: jobs read their data here first
+  (:func:`cl_server.envelope.data.load_samples`), from the store what is missing.
 - ``modelci:{s}:labeled_ids`` set: request ids already labeled (a label counts once).
 - ``modelci:{s}:class_counts`` hash: labeled samples per class.
 
@@ -300,7 +302,8 @@ class ServiceCollector:
                 inputs=bytes(record["inputs"]), label=item["label"], prediction=prediction,
                 model_version=version, source=source,  # type: ignore[arg-type]
                 split=split_of(item["request_id"])))  # type: ignore[arg-type]
-            entries.append({"id": item["request_id"], "ts_ms": now_ms, "label": item["label"],
+            entries.append({"id": item["request_id"], "sid": samples[-1].id, "ts_ms": now_ms,
+                            "label": item["label"],
                             "inputs": record["inputs"], "prediction": prediction or "",
                             "version": version or 0, "source": source,
                             "split": samples[-1].split})

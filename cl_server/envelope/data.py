@@ -11,6 +11,10 @@ again later returns exactly the same samples (labeled samples are never changed)
 *new* data, the rest the *history* rehearsal draws from. Validation holdouts come from the
 ``holdout`` split (never trained on): the newest ``recent_holdout`` samples, and up to
 ``historical_per_class`` of the oldest per class.
+
+The query and its digest come from the store; the samples' inputs are read from the cache's
+labeled stream first and from the store only where the cache lacks them
+(:func:`load_samples`).
 """
 
 from __future__ import annotations
@@ -18,13 +22,18 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
+import redis
 import torch
 
 from cl_server.collector import kserve
+from cl_server.collector.service import keys
 from cl_server.config.schema import InputSpec, ValidationConfig
 from cl_server.store import DataQuery, LabeledSample, Store
+
+CACHE_PAGE = 5000
 
 
 def digest(ids: Sequence[str]) -> str:
@@ -53,6 +62,8 @@ class UpdateData:
     history: list[LabeledSample]
     recent: list[LabeledSample]
     historical: list[LabeledSample]
+    from_cache: int = 0
+    """Pool samples read from the cache (the rest from the store)."""
 
 
 def latest_sample_id(store: Store, service: str) -> str | None:
@@ -61,14 +72,62 @@ def latest_sample_id(store: Store, service: str) -> str | None:
     return newest[0].id if newest else None
 
 
+def load_samples(store: Store, cache: redis.Redis | None, service: str,
+                 ids: Sequence[str]) -> tuple[list[LabeledSample], int]:
+    """The samples ``ids`` in that order: from the cache's labeled stream first (one paged
+    ``XRANGE`` from the oldest id's millisecond on), from the store for any the cache lacks
+    (Redis flushed or restarted without its snapshot). Returns them and how many came from the
+    cache."""
+    found: dict[str, LabeledSample] = {}
+    wanted = set(ids)
+    if cache is not None and ids:
+        stream, cursor = keys(service)["labeled"], f"{min(ids)[:13].lstrip('0') or '0'}-0"
+        try:
+            while len(found) < len(wanted):
+                page = cache.xrange(stream, min=cursor, count=CACHE_PAGE)
+                for entry_id, fields in page:
+                    sid = fields.get(b"sid", b"").decode()
+                    if sid in wanted:
+                        found[sid] = _from_stream(service, sid, fields)
+                if len(page) < CACHE_PAGE:
+                    break
+                cursor = "(" + page[-1][0].decode()
+        except redis.RedisError:
+            pass  # the store has every sample
+    from_cache = len(found)
+    missing = [i for i in ids if i not in found]
+    for start in range(0, len(missing), 1000):
+        for sample in store.run_data_query(DataQuery(filter={
+                "service": service, "id": {"$in": missing[start:start + 1000]}})):
+            found[sample.id] = sample
+    return [found[i] for i in ids if i in found], from_cache
+
+
+def _from_stream(service: str, sid: str, fields: dict[bytes, bytes]) -> LabeledSample:
+    version = int(fields.get(b"version", b"0") or 0)
+    return LabeledSample(
+        id=sid, service=service, request_id=fields[b"id"].decode(), inputs=fields[b"inputs"],
+        label=fields[b"label"].decode(), prediction=fields.get(b"prediction", b"").decode()
+        or None, model_version=version or None,
+        source=fields.get(b"source", b"feedback").decode(),  # type: ignore[arg-type]
+        split=fields.get(b"split", b"train").decode(),  # type: ignore[arg-type]
+        created_at=datetime.fromtimestamp(int(sid[:13]) / 1000, UTC))
+
+
 def take_snapshot(store: Store, service: str, previous: str | None,
-                  validation: ValidationConfig) -> UpdateData:
-    """The job's data (see the module doc); ``previous`` is the champion's snapshot id."""
+                  validation: ValidationConfig, cache: redis.Redis | None = None
+                  ) -> UpdateData:
+    """The job's data (see the module doc); ``previous`` is the champion's snapshot id. The
+    pool's ids come from the store (the recorded query); their inputs from ``cache`` first."""
     snapshot = latest_sample_id(store, service)
     if snapshot is None:
         raise ValueError(f"service '{service}' has no labeled samples yet")
     query = pool_query(service, snapshot)
-    pool = store.run_data_query(query)
+    ids = store.data_query_ids(query)
+    pool, from_cache = load_samples(store, cache, service, ids)
+    if len(pool) != len(ids):
+        raise ValueError(f"{len(ids) - len(pool)} samples of the pool vanished while it was "
+                         f"read; try again")
     query = query.model_copy(update={"sample_count": len(pool),
                                      "digest": digest([s.id for s in pool])})
     new = [s for s in pool if previous is None or s.id > previous]
@@ -83,7 +142,7 @@ def take_snapshot(store: Store, service: str, previous: str | None,
             filter={"service": service, "split": "holdout", "label": label,
                     "id": {"$lt": oldest_recent}},
             sort=[("id", 1)], limit=validation.historical_per_class))
-    return UpdateData(query, snapshot, new, history, recent, historical)
+    return UpdateData(query, snapshot, new, history, recent, historical, from_cache)
 
 
 def verify_query(store: Store, query: DataQuery) -> bool:

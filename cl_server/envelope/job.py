@@ -41,7 +41,6 @@ from cl_server.queue.kinds import JobContext, KindParams, job_kind
 from cl_server.scenario_switch import ScenarioSwitch
 from cl_server.store import ModelVersion, Service, Store, Validation
 
-
 LABEL_POLL_S = 1.0
 
 
@@ -100,7 +99,7 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
     champion = load_version(champion_record) if champion_record else None
 
     previous = snapshot_of(champion_record.data_query if champion_record else None)
-    data = take_snapshot(store, service.name, previous, config.validation)
+    data = take_snapshot(store, service.name, previous, config.validation, ctx.cache)
     deadline = time.monotonic() + config.cl.label_wait_s
     if len(data.new) < config.cl.min_new_samples and config.cl.label_wait_s > 0:
         ctx.log(f"{len(data.new)} new labeled training samples, {config.cl.min_new_samples} "
@@ -108,10 +107,10 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
         while len(data.new) < config.cl.min_new_samples and time.monotonic() < deadline:
             ctx.check_cancelled()
             time.sleep(LABEL_POLL_S)
-            data = take_snapshot(store, service.name, previous, config.validation)
+            data = take_snapshot(store, service.name, previous, config.validation, ctx.cache)
     ctx.log(f"data: {len(data.new)} new and {len(data.history)} earlier training samples up to "
-            f"{data.snapshot}; holdouts {len(data.recent)} recent, {len(data.historical)} "
-            f"historical")
+            f"{data.snapshot} ({data.from_cache} read from the cache, the rest from the store); "
+            f"holdouts {len(data.recent)} recent, {len(data.historical)} historical")
     if not data.new:  # e.g. a volume rule counted labels the champion already learned from
         reason = (f"no new labeled training samples since the champion's data (snapshot "
                   f"{snapshot_of(champion_record.data_query) if champion_record else None})")

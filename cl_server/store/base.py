@@ -151,6 +151,11 @@ class Store(ABC):
     def run_data_query(self, query: DataQuery) -> list[LabeledSample]:
         """Run a recorded query against the labeled samples."""
 
+    @abstractmethod
+    def data_query_ids(self, query: DataQuery) -> list[str]:
+        """The ids of the samples :meth:`run_data_query` returns, in its order (no inputs read:
+        a job fetches those from the cache first)."""
+
     # -- users and tokens ------------------------------------------------------------------
     @abstractmethod
     def add_user(self, user: User) -> User: ...

@@ -323,6 +323,15 @@ class MongoStore(Store):
                           sort=[(field, direction) for field, direction in query.sort],
                           limit=query.limit)
 
+    def data_query_ids(self, query: DataQuery) -> list[str]:
+        with _store_errors():
+            cursor = self._col(LabeledSample).find(dict(query.filter), {"_id": 1})
+            if query.sort:
+                cursor = cursor.sort([(field, direction) for field, direction in query.sort])
+            if query.limit:
+                cursor = cursor.limit(query.limit)
+            return [str(doc["_id"]) for doc in cursor]
+
     # -- users and tokens ------------------------------------------------------------------
     def add_user(self, user: User) -> User:
         return self._insert(user)
