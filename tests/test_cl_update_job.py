@@ -25,6 +25,7 @@ from cl_server.api.app import create_app, service_record
 from cl_server.auth import ensure_admin
 from cl_server.collector.service import ServiceCollector
 from cl_server.config import parse_config
+from cl_server.config.schema import StrategyConfig
 from cl_server.envelope.data import verify_query
 from cl_server.queue import JobQueue, WorkerSettings
 from cl_server.runtime import worker_process
@@ -244,3 +245,32 @@ def test_rollback_and_the_data_query_check_from_the_cli(setup: tuple[JobQueue, S
         in same.stdout and '"split": "train"' in same.stdout
     assert changed.returncode == 1
     assert "the query no longer returns exactly the samples" in changed.stderr
+
+
+def test_several_challengers_compete_and_the_best_passing_one_is_deployed(
+        setup: tuple[JobQueue, ServiceCollector], store: MongoStore) -> None:
+    queue, collector = setup
+    store.upsert_service(service_record(CONFIG.model_copy(update={"cl": CONFIG.cl.model_copy(
+        update={"challengers": [StrategyConfig(name="ewc"),
+                                StrategyConfig(name="full-retrain")]})})))
+    next_id = feed(collector, {0, 1, 2, 3, 4}, 0)
+    run_update(queue, store)  # the first version (three from-scratch contenders)
+    feed(collector, {5, 6, 7, 8, 9}, next_id)
+    job = run_update(queue, store)
+    assert job.status == "succeeded", job.error
+    contenders = job.result["challengers"]
+    assert [c["strategy"] for c in contenders] == ["naive", "ewc", "full-retrain"]
+    passing = [c for c in contenders if c["passed"]]
+    best = max(passing, key=lambda c: c["recent_accuracy"])
+    assert job.result["version"] == best["version"] and job.result["outcome"] == "deployed"
+    assert store.get_service("digits").champion_version == best["version"]
+    for other in contenders:
+        version = store.get_version("digits", other["version"])
+        assert version.job_id == job.id and version.metrics["strategy"] == other["strategy"]
+        assert store.get_validation(version.metrics["validation_id"]).passed == other["passed"]
+        if other is not best:
+            assert version.status == "rejected"
+            assert version.metrics.get("lost_to") == (best["version"] if other["passed"]
+                                                      else None)
+    logs = " ".join(line.message for line in store.job_logs(job.id))
+    assert f"version {best['version']} goes on" in logs

@@ -318,6 +318,11 @@ class CLConfig(Section):
                                  "the drift that started the job), then trains on what it has, "
                                  "or ends 'skipped' with none.")
     label_wait_s: float = Field(30.0, ge=0, description="Seconds a job waits for min_new_samples.")
+    challengers: list[StrategyConfig] = Field(
+        default_factory=list, max_length=4, description="Further strategies each job trains on "
+        "the same data beside `strategy`: every challenger is validated, the passing one with "
+        "the best recent-holdout accuracy goes on to the live stages and promotion, the others "
+        "are rejected (`lost_to`).")
 
 
 class GatesConfig(Section):

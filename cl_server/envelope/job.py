@@ -27,6 +27,7 @@ import hashlib
 import math
 import time
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -87,7 +88,7 @@ def load_version(version: ModelVersion) -> Any:
           "Train a challenger on the service's new labeled data, validate it against the "
           "champion and deploy it if every gate passes.", exclusive=True)
 def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
-    from evaluator.validator import Holdout, ServiceValidator
+    from evaluator.validator import Holdout, best_passing
 
     store = ctx.store
     service = store.get_service(params.service)
@@ -124,10 +125,81 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
 
     present = set(training.history_labels) | set(training.new_labels)
     classes_seen = [c for c in config.model.classes if c in present]  # in the config's order
+    recent = Holdout(to_tensor(data.recent, spec), [s.label for s in data.recent])
+    historical = Holdout(to_tensor(data.historical, spec), [s.label for s in data.historical])
+    strategies = [config.cl.strategy, *config.cl.challengers]
+    contenders = []
+    for strategy in strategies:  # several challengers compete on the same data and holdouts
+        variant = config.model_copy(update={"cl": config.cl.model_copy(
+            update={"strategy": strategy})})
+        contenders.append(_challenger(ctx, variant, params, service, champion_record, champion,
+                                      data, training, scenario, reason, classes_seen, recent,
+                                      historical))
+    winner = contenders[0]
+    if len(contenders) > 1:
+        best = best_passing([(str(c.version), c.report) for c in contenders])
+        winner = next((c for c in contenders if str(c.version) == best), contenders[0])
+        ctx.log("challengers: " + ", ".join(
+            f"v{c.version} {c.strategy} {'pass' if c.report.passed else 'FAIL'} recent "
+            f"{c.metrics['recent_accuracy']:.4f}" for c in contenders) +
+            (f"; version {winner.version} goes on" if best else "; none passed"))
+        for loser in contenders:
+            if loser is not winner:
+                store.update_version(service.name, loser.version, status="rejected",
+                                     metrics={**loser.metrics, "lost_to": winner.version}
+                                     if loser.report.passed and best else loser.metrics)
+    record, path, validation, report, metrics = (winner, winner.path, winner.validation,
+                                                 winner.report, winner.metrics)
+    competed: list[JsonValue] = [
+        {"version": c.version, "strategy": c.strategy, "passed": c.report.passed,
+         "recent_accuracy": c.metrics["recent_accuracy"]} for c in contenders]
+    if not report.passed:
+        store.update_version(service.name, record.version, status="rejected", metrics=metrics)
+        return {"version": record.version, "outcome": "rejected",
+                "failed_gates": report.failed_gates, "validation_id": validation.id,
+                "scenario": scenario, "challengers": competed}
+    if not params.deploy:
+        store.update_version(service.name, record.version, metrics=metrics)
+        return {"version": record.version, "outcome": "validated", "validation_id":
+                validation.id, "scenario": scenario, "challengers": competed}
+    if config.validation.manual_approval:
+        store.update_version(service.name, record.version, metrics=metrics)
+        ctx.log(f"version {record.version} passed validation and waits for approval "
+                f"(POST /api/services/{service.name}/versions/{record.version}/approve)")
+        return {"version": record.version, "outcome": "awaiting_approval", "validation_id":
+                validation.id, "scenario": scenario, "challengers": competed}
+    outcome, failed = roll_out(ctx, config, service, record.version, path, validation)
+    status = {"deployed": "champion", "rejected": "rejected"}.get(outcome, "candidate")
+    store.update_version(service.name, record.version, metrics=metrics, status=status)
+    result: dict[str, JsonValue] = {"version": record.version, "outcome": outcome,
+                                    "validation_id": validation.id, "scenario": scenario,
+                                    "challengers": competed}
+    if failed:
+        result["failed_gates"] = list(failed)
+    return result
+
+
+@dataclass
+class _Contender:
+    version: int
+    strategy: str
+    path: Path
+    validation: Validation
+    report: Any
+    metrics: dict[str, Any]
+
+
+def _challenger(ctx: JobContext, config: ServiceConfig, params: CLUpdateParams,
+                service: Service, champion_record: ModelVersion | None, champion: Any,
+                data: UpdateData, training: Training, scenario: str, reason: str,
+                classes_seen: list[str], recent: Any, historical: Any) -> _Contender:
+    """Train, store and validate one challenger with ``config.cl.strategy``."""
+    from evaluator.validator import ServiceValidator
+
+    store = ctx.store
     model = starting_model(config, champion, scenario, params.seed, classes_seen)
     ctx.check_cancelled()
     stats = train(model, config, training, scenario, params.seed, ctx.log, ctx.check_cancelled)
-
     record = store.add_version(ModelVersion(
         service=service.name, version=0,
         parent_version=champion_record.version if champion_record else None,
@@ -143,12 +215,9 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
     sha = model.export(path)
     store.update_version(service.name, record.version, artifact_uri=str(path),
                          artifact_sha256=sha, artifact_bytes=path.stat().st_size)
-    ctx.log(f"challenger version {record.version}: {path} (sha256 {sha[:12]}...)")
-
-    validator = ServiceValidator(config.validation)
-    recent = Holdout(to_tensor(data.recent, spec), [s.label for s in data.recent])
-    historical = Holdout(to_tensor(data.historical, spec), [s.label for s in data.historical])
-    report = validator.validate(model, champion, recent, historical)
+    ctx.log(f"challenger version {record.version} ({config.cl.strategy.name}): {path} "
+            f"(sha256 {sha[:12]}...)")
+    report = ServiceValidator(config.validation).validate(model, champion, recent, historical)
     validation = store.add_validation(Validation(
         service=service.name, challenger_version=record.version,
         champion_version=champion_record.version if champion_record else None,
@@ -158,31 +227,10 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
                        "recent_accuracy": report.report["challenger"]["recent"]["accuracy"],
                        "champion_recent_accuracy": (report.report["champion"] or {}).get(
                            "recent", {}).get("accuracy")})
-    ctx.log("validation: " + ", ".join(f"{g.name} {'pass' if g.passed else 'FAIL'}"
-                                       for g in report.gates))
-    if not report.passed:
-        store.update_version(service.name, record.version, status="rejected", metrics=metrics)
-        return {"version": record.version, "outcome": "rejected",
-                "failed_gates": report.failed_gates, "validation_id": validation.id,
-                "scenario": scenario}
-    if not params.deploy:
-        store.update_version(service.name, record.version, metrics=metrics)
-        return {"version": record.version, "outcome": "validated", "validation_id":
-                validation.id, "scenario": scenario}
-    if config.validation.manual_approval:
-        store.update_version(service.name, record.version, metrics=metrics)
-        ctx.log(f"version {record.version} passed validation and waits for approval "
-                f"(POST /api/services/{service.name}/versions/{record.version}/approve)")
-        return {"version": record.version, "outcome": "awaiting_approval", "validation_id":
-                validation.id, "scenario": scenario}
-    outcome, failed = roll_out(ctx, config, service, record.version, path, validation)
-    status = {"deployed": "champion", "rejected": "rejected"}.get(outcome, "candidate")
-    store.update_version(service.name, record.version, metrics=metrics, status=status)
-    result: dict[str, JsonValue] = {"version": record.version, "outcome": outcome,
-                                    "validation_id": validation.id, "scenario": scenario}
-    if failed:
-        result["failed_gates"] = list(failed)
-    return result
+    ctx.log(f"validation of version {record.version}: " + ", ".join(
+        f"{g.name} {'pass' if g.passed else 'FAIL'}" for g in report.gates))
+    store.update_version(service.name, record.version, metrics=metrics)
+    return _Contender(record.version, config.cl.strategy.name, path, validation, report, metrics)
 
 
 def _finite(value: Any) -> Any:
@@ -202,7 +250,7 @@ def _scenario(config: ServiceConfig, params: CLUpdateParams, champion: Any, data
         return params.scenario, "requested by the job's parameters"
     if champion is None:
         return "retrain", "no champion yet: the first version trains from scratch"
-    updates = sum(1 for v in store.list_versions(service) if v.job_id) + 1
+    updates = len({v.job_id for v in store.list_versions(service) if v.job_id}) + 1
     choice = ScenarioSwitch(config.cl.scenario).choose(
         set(champion.classes), Counter(s.label for s in data.new), params.drift_magnitude,
         updates)
