@@ -215,7 +215,7 @@ class ServiceLoop:
 
     def _follow_job(self, now: float) -> bool:
         if self.job_id is None:
-            other = self.queue.active(self.service, "cl_update")
+            other = self.queue.active(self.service)
             if other is None:
                 return False
             log.info("service %s: following update job %s (%s)", self.service, other.id,

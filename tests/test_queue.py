@@ -143,3 +143,19 @@ def test_integral_json_numbers_are_integers_for_integer_parameters(queue: JobQue
     assert job.params["seed"] == 3 and isinstance(job.params["seed"], int)
     with pytest.raises(JobRejected, match="invalid parameters"):
         queue.submit("cl_update", {"service": "svc", "seed": 3.5})
+
+
+def test_update_jobs_of_one_service_run_one_at_a_time_whatever_their_kind(
+        queue: JobQueue, store: MongoStore) -> None:
+    first = queue.submit("cl_update", {"service": "svc-a"})  # no worker: it stays queued
+    assert first.service == "svc-a"  # taken from the parameters
+    with pytest.raises(JobConflict, match=f"cl_update job {first.id} \\(queued\\)"):
+        queue.submit("cl_promote", {"service": "svc-a", "version": 2})
+    with pytest.raises(JobConflict):
+        queue.submit("cl_update", {"service": "svc-a"}, service="svc-a")
+    other = queue.submit("cl_update", {"service": "svc-b"})  # another service is free
+    assert queue.active("svc-a").id == first.id and queue.active("svc-b").id == other.id
+    queue.submit("healthcheck", {})  # not an update job: never held back
+    queue.cancel(first.id)
+    assert queue.active("svc-a") is None
+    assert queue.submit("cl_promote", {"service": "svc-a", "version": 2}).kind == "cl_promote"

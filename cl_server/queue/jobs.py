@@ -7,8 +7,8 @@ removes a queued job from the queue, or stops a running one (RQ's stop-job comma
 work horse), and records ``cancelled``. Every status change is a compare-and-swap in the store,
 so a job that finishes while it is being cancelled ends in exactly one terminal state.
 
-Exclusive kinds (the CL update job) run one at a time per service: submitting a second while
-one is queued or running raises :class:`JobConflict`.
+Exclusive kinds (the CL update and promotion jobs) run one at a time per service: submitting
+one while another is queued or running raises :class:`JobConflict`.
 
 A worker that dies mid-job (killed, its machine lost) cannot record the end of its job.
 :meth:`JobQueue.fail_abandoned`, called by the CL loop every round and before every exclusive
@@ -117,18 +117,18 @@ class JobQueue:
 
     def _refuse_second(self, spec: JobKind, service: str) -> None:
         self.fail_abandoned(service)
-        for status in ("running", "queued"):
-            for other in self.store.list_jobs(service=service, status=status, limit=1000):
-                if other.kind == spec.name:
-                    raise JobConflict(
-                        f"service '{service}' already has {spec.name} job {other.id} "
-                        f"({status}); one at a time per service: wait for it or cancel it")
+        other = self.active(service)
+        if other is not None:
+            raise JobConflict(
+                f"service '{service}' already has {other.kind} job {other.id} ({other.status}); "
+                f"{spec.name} jobs run one at a time per service with the other update jobs: "
+                f"wait for it or cancel it")
 
-    def active(self, service: str, kind: str) -> Job | None:
-        """The queued or running job of ``kind`` for ``service``, if there is one."""
+    def active(self, service: str) -> Job | None:
+        """The queued or running job of an exclusive kind (an update job) for ``service``."""
         for status in ("running", "queued"):
             jobs = [j for j in self.store.list_jobs(service=service, status=status, limit=1000)
-                    if j.kind == kind]
+                    if j.kind in KINDS and KINDS[j.kind].exclusive]
             if jobs:
                 return jobs[-1]
         return None
