@@ -14,8 +14,9 @@ on a thread (:meth:`ServiceLoop.start`):
    for the scenario switch's offline-retrain rule) in the same round as the alarm that caused
    it; the trigger names the alarm events (``drift_event_ids``). The service's update job is
    followed until it ends (``job_finished``), whoever submitted it (the loop, the API), and
-   while it is queued or running no other starts. Once a job deployed, the drift detectors
-   start over: the new model's inputs and answers form their new references;
+   while it is queued or running no other starts. Once a job that answered a drift or
+   learned new classes deployed, the drift detectors start over: the new model's inputs and
+   answers form their new references;
 5. served records the API's collector spooled while Redis was unreachable are replayed as
    soon as it answers again (``collector``), even if no new ingest call comes;
 6. a job whose worker died is recorded ``failed`` (:meth:`JobQueue.fail_abandoned`), which

@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, NoReturn
@@ -572,10 +573,16 @@ def proxy(engine: str, upstream: str, model_name: str, service: str, routing: Pa
             collector.close()
 
 
+def _server_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--url`` (env MODELCI_URL) and ``--service``: the commands that call the CL server."""
+    command = click.option("--service", required=True)(command)
+    return click.option("--url", envvar="MODELCI_URL", required=True,
+                        help="The CL server (env MODELCI_URL), e.g. http://127.0.0.1:8080.")(
+        command)
+
+
 @cli.command()
-@click.option("--url", envvar="MODELCI_URL", required=True,
-              help="The CL server (env MODELCI_URL), e.g. http://127.0.0.1:8080.")
-@click.option("--service", required=True)
+@_server_options
 @click.option("--to", "version", type=click.IntRange(1), required=True,
               help="The version to serve again.")
 def rollback(url: str, service: str, version: int) -> None:
@@ -587,9 +594,7 @@ def rollback(url: str, service: str, version: int) -> None:
 
 
 @cli.command("data-query")
-@click.option("--url", envvar="MODELCI_URL", required=True,
-              help="The CL server (env MODELCI_URL), e.g. http://127.0.0.1:8080.")
-@click.option("--service", required=True)
+@_server_options
 @click.option("--version", "version", type=click.IntRange(1), required=True,
               help="The version whose training data to check.")
 def data_query(url: str, service: str, version: int) -> None:

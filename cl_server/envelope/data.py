@@ -72,6 +72,13 @@ def latest_sample_id(store: Store, service: str) -> str | None:
     return newest[0].id if newest else None
 
 
+def new_sample_count(store: Store, service: str, previous: str | None) -> int:
+    """Training samples labeled after the snapshot ``previous`` (ids only: cheap to poll)."""
+    after = {"id": {"$gt": previous}} if previous is not None else {}
+    return len(store.data_query_ids(DataQuery(filter={"service": service, "split": "train",
+                                                      **after})))
+
+
 def load_samples(store: Store, cache: redis.Redis | None, service: str,
                  ids: Sequence[str]) -> tuple[list[LabeledSample], int]:
     """The samples ``ids`` in that order: from the cache's labeled stream first (one paged

@@ -35,7 +35,13 @@ from pydantic import Field, JsonValue
 
 from cl_server.config.schema import ServiceConfig
 from cl_server.deploy import data_dir
-from cl_server.envelope.data import UpdateData, snapshot_of, take_snapshot, to_tensor
+from cl_server.envelope.data import (
+    UpdateData,
+    new_sample_count,
+    snapshot_of,
+    take_snapshot,
+    to_tensor,
+)
 from cl_server.envelope.rollout import roll_out
 from cl_server.envelope.train import Training, starting_model, train
 from cl_server.queue.kinds import JobContext, KindParams, job_kind
@@ -53,6 +59,14 @@ class CLUpdateParams(KindParams):
                                           "scenario switch's retrain rule.")
     seed: int = Field(0, ge=0)
     deploy: bool = Field(True, description="Deploy a passing challenger (false: validate only).")
+
+
+def service_of(store: Store, name: str) -> Service:
+    """The registered service ``name`` (``ValueError`` naming it if there is none)."""
+    service = store.get_service(name)
+    if service is None:
+        raise ValueError(f"unknown service '{name}'")
+    return service
 
 
 def service_config(service: Service) -> ServiceConfig:
@@ -91,24 +105,23 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
     from evaluator.validator import Holdout, best_passing
 
     store = ctx.store
-    service = store.get_service(params.service)
-    if service is None:
-        raise ValueError(f"unknown service '{params.service}'")
+    service = service_of(store, params.service)
     config = service_config(service)
     champion_record = store.get_version(service.name, service.champion_version) \
         if service.champion_version else None
     champion = load_version(champion_record) if champion_record else None
 
     previous = snapshot_of(champion_record.data_query if champion_record else None)
-    data = take_snapshot(store, service.name, previous, config.validation, ctx.cache)
-    deadline = time.monotonic() + config.cl.label_wait_s
-    if len(data.new) < config.cl.min_new_samples and config.cl.label_wait_s > 0:
-        ctx.log(f"{len(data.new)} new labeled training samples, {config.cl.min_new_samples} "
+    waiting = new_sample_count(store, service.name, previous)
+    if waiting < config.cl.min_new_samples and config.cl.label_wait_s > 0:
+        ctx.log(f"{waiting} new labeled training samples, {config.cl.min_new_samples} "
                 f"wanted: waiting up to {config.cl.label_wait_s:g} s for labels")
-        while len(data.new) < config.cl.min_new_samples and time.monotonic() < deadline:
+        deadline = time.monotonic() + config.cl.label_wait_s
+        while waiting < config.cl.min_new_samples and time.monotonic() < deadline:
             ctx.check_cancelled()
             time.sleep(LABEL_POLL_S)
-            data = take_snapshot(store, service.name, previous, config.validation, ctx.cache)
+            waiting = new_sample_count(store, service.name, previous)
+    data = take_snapshot(store, service.name, previous, config.validation, ctx.cache)
     ctx.log(f"data: {len(data.new)} new and {len(data.history)} earlier training samples up to "
             f"{data.snapshot} ({data.from_cache} read from the cache, the rest from the store); "
             f"holdouts {len(data.recent)} recent, {len(data.historical)} historical")
@@ -146,32 +159,29 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
         for loser in contenders:
             if loser is not winner:
                 store.update_version(service.name, loser.version, status="rejected",
-                                     metrics={**loser.metrics, "lost_to": winner.version}
-                                     if loser.report.passed and best else loser.metrics)
-    record, path, validation, report, metrics = (winner, winner.path, winner.validation,
-                                                 winner.report, winner.metrics)
+                                     **({"metrics": {**loser.metrics, "lost_to": winner.version}}
+                                        if loser.report.passed and best else {}))
+    version, validation = winner.version, winner.validation  # its metrics are stored already
     competed: list[JsonValue] = [
         {"version": c.version, "strategy": c.strategy, "passed": c.report.passed,
          "recent_accuracy": c.metrics["recent_accuracy"]} for c in contenders]
-    if not report.passed:
-        store.update_version(service.name, record.version, status="rejected", metrics=metrics)
-        return {"version": record.version, "outcome": "rejected",
-                "failed_gates": report.failed_gates, "validation_id": validation.id,
+    if not winner.report.passed:
+        store.update_version(service.name, version, status="rejected")
+        return {"version": version, "outcome": "rejected",
+                "failed_gates": winner.report.failed_gates, "validation_id": validation.id,
                 "scenario": scenario, "challengers": competed}
     if not params.deploy:
-        store.update_version(service.name, record.version, metrics=metrics)
-        return {"version": record.version, "outcome": "validated", "validation_id":
-                validation.id, "scenario": scenario, "challengers": competed}
+        return {"version": version, "outcome": "validated", "validation_id": validation.id,
+                "scenario": scenario, "challengers": competed}
     if config.validation.manual_approval:
-        store.update_version(service.name, record.version, metrics=metrics)
-        ctx.log(f"version {record.version} passed validation and waits for approval "
-                f"(POST /api/services/{service.name}/versions/{record.version}/approve)")
-        return {"version": record.version, "outcome": "awaiting_approval", "validation_id":
+        ctx.log(f"version {version} passed validation and waits for approval "
+                f"(POST /api/services/{service.name}/versions/{version}/approve)")
+        return {"version": version, "outcome": "awaiting_approval", "validation_id":
                 validation.id, "scenario": scenario, "challengers": competed}
-    outcome, failed = roll_out(ctx, config, service, record.version, path, validation)
+    outcome, failed = roll_out(ctx, config, service, version, winner.path, validation)
     status = {"deployed": "champion", "rejected": "rejected"}.get(outcome, "candidate")
-    store.update_version(service.name, record.version, metrics=metrics, status=status)
-    result: dict[str, JsonValue] = {"version": record.version, "outcome": outcome,
+    store.update_version(service.name, version, status=status)
+    result: dict[str, JsonValue] = {"version": version, "outcome": outcome,
                                     "validation_id": validation.id, "scenario": scenario,
                                     "challengers": competed}
     if failed:

@@ -285,12 +285,10 @@ class PromoteParams(KindParams):
           "Take an approved challenger through the configured live stages (shadow, canary) "
           "and make it the champion.", exclusive=True)
 def cl_promote(ctx: JobContext, params: PromoteParams) -> dict[str, JsonValue]:
-    from cl_server.envelope.job import load_version, service_config
+    from cl_server.envelope.job import load_version, service_config, service_of
 
     store = ctx.store
-    service = store.get_service(params.service)
-    if service is None:
-        raise ValueError(f"unknown service '{params.service}'")
+    service = service_of(store, params.service)
     record = store.get_version(service.name, params.version)
     if record is None:
         raise ValueError(f"version {params.version} of '{service.name}' not found")

@@ -53,7 +53,8 @@ class JobKind:
     run: Callable[[JobContext, Any], dict[str, JsonValue]]
     description: str
     exclusive: bool = False
-    """At most one job of this kind queued or running per service (the CL update job)."""
+    """Update jobs (``cl_update``, ``cl_promote``): at most one job of any exclusive kind
+    queued or running per service."""
 
 
 KINDS: dict[str, JobKind] = {}
