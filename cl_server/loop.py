@@ -12,7 +12,9 @@ on a thread (:meth:`ServiceLoop.start`):
 4. the :class:`~cl_server.triggers.TriggerPolicy` decides; a decision submits a ``cl_update``
    job with the decision as its trigger (and the largest magnitude of an alarm on the inputs,
    for the scenario switch's offline-retrain rule) in the same round as the alarm that caused
-   it; the trigger names the alarm events (``drift_event_ids``). The service's update job is
+   it; the trigger names the alarm events (``drift_event_ids``). While the service is
+   paused (``PATCH /api/services/{s}``) only a manual request starts a job; drift and the
+   other rules stay pending until it resumes. The service's update job is
    followed until it ends (``job_finished``), whoever submitted it (the loop, the API), and
    while it is queued or running no other starts. Once a job that answered a drift or
    learned new classes deployed, the drift detectors start over: the new model's inputs and
@@ -114,7 +116,9 @@ class ServiceLoop:
                 self._last_magnitude = max(input_alarms)
             self.policy.observe_drift(alarms, self.rounds, now)
         submitted = None
-        decision = self.policy.decide(now, running)
+        service = self.store.get_service(self.service)
+        decision = self.policy.decide(now, running,
+                                      paused=service is not None and service.status == "paused")
         if decision is not None:
             params: dict[str, Any] = {"service": self.service}
             trigger = json.loads(json.dumps(decision.as_dict()))

@@ -269,11 +269,14 @@ class TriggerPolicy:
 
     # --- the decision -------------------------------------------------------------------------
 
-    def decide(self, now: float, running: bool) -> TriggerDecision | None:
-        """Whether an update job should start at ``now``; ``running``: a job is running.
+    def decide(self, now: float, running: bool, paused: bool = False
+               ) -> TriggerDecision | None:
+        """Whether an update job should start at ``now``; ``running``: a job is running;
+        ``paused``: the service is paused (only a manual request starts a job; what the other
+        rules saw stays pending until it resumes).
 
         Returns ``None`` while a job runs (dropping a manual request, see the class), within the
-        cooldown unless a manual request is pending, and when no rule fires. A returned decision
+        cooldown or while paused unless a manual request is pending, and when no rule fires. A returned decision
         consumes the drift episode and the performance dip that took part in it.
         """
         self._anchor(now)
@@ -284,7 +287,7 @@ class TriggerPolicy:
             return None
         fired = [f for f in (self._fire_manual(), self._fire_drift(), self._fire_performance(),
                              self._fire_volume(), self._fire_time(now)) if f is not None]
-        if not fired or (self._manual is None and self.cooldown_left(now) > 0):
+        if not fired or (self._manual is None and (paused or self.cooldown_left(now) > 0)):
             return None
         primary = fired[0]
         evidence: dict[str, Any] = {"fired": [f.kind for f in fired]}

@@ -23,11 +23,12 @@ Example:
     >>> import torch
     >>> from cl_server.config.schema import ValidationConfig
     >>> from model_factory.templates import Classifier
+    >>> _ = torch.manual_seed(0)
     >>> x = torch.randn(40, 4); labels = ["a" if v > 0 else "b" for v in x[:, 0]]
     >>> champion = Classifier("mlp", (4,), ["a", "b"], params={"hidden": [8]}, seed=0)
     >>> challenger = Classifier("mlp", (4,), ["a", "b"], params={"hidden": [8]}, seed=1)
     >>> y = torch.tensor([0 if v == "a" else 1 for v in labels])
-    >>> _ = challenger.fit(x, y, epochs=30, batch_size=40)
+    >>> _ = challenger.fit(x, y, epochs=200, batch_size=40)
     >>> report = ServiceValidator(ValidationConfig()).validate(
     ...     challenger, champion, Holdout(x, labels), Holdout(x, labels))
     >>> [(g.name, g.passed) for g in report.gates][:2], report.passed
@@ -166,3 +167,47 @@ def best_passing(reports: Sequence[tuple[str, ValidationReport]]) -> str | None:
     if not passing:
         return None
     return max(passing, key=lambda item: item[1].report["challenger"]["recent"]["accuracy"])[0]
+
+
+def update_transfer(report: ValidationReport, n_classes: int) -> dict[str, float | None]:
+    """ACC, BWT, FWT and forgetting of one update, from its validation scores.
+
+    The update is read as two experiences: 0, what the champion learned before (scored on the
+    historical holdout), and 1, this update's data (the recent holdout). Row 0 of the accuracy
+    matrix is the champion, row 1 the challenger, so ``BWT = R[1][0] - R[0][0]`` (negative:
+    the update forgot), ``FWT = R[0][1] - 1/n_classes`` (how well the old model already served
+    the new data, against chance) and ``ACC`` is the challenger's mean over both. Values the
+    holdouts cannot give (no champion, an empty holdout) are None; all are fractions.
+
+    Example:
+        >>> report = ValidationReport([], True, {
+        ...     "champion": {"historical": {"accuracy": 0.9}, "recent": {"accuracy": 0.4}},
+        ...     "challenger": {"historical": {"accuracy": 0.85}, "recent": {"accuracy": 0.95}}})
+        >>> {k: round(v, 3) for k, v in update_transfer(report, 10).items()}
+        {'acc': 0.9, 'bwt': -0.05, 'fwt': 0.3, 'forgetting': 0.05}
+    """
+    from evaluator.metrics import AccuracyMatrix, acc, bwt, forgetting, fwt
+
+    def accuracy(side: str, holdout: str) -> float:
+        scores = report.report.get(side) or {}
+        value = (scores.get(holdout) or {}).get("accuracy")
+        return math.nan if value is None else float(value)
+
+    mine = [accuracy("challenger", "historical"), accuracy("challenger", "recent")]
+    theirs = [accuracy("champion", "historical"), accuracy("champion", "recent")]
+    measured = [a for a in mine if not math.isnan(a)]
+    result: dict[str, float | None] = {
+        "acc": sum(measured) / len(measured) if measured else None,
+        "bwt": None, "fwt": None, "forgetting": None}
+    R = AccuracyMatrix(2)
+    for i, row in enumerate((theirs, mine)):
+        for j, value in enumerate(row):
+            if not math.isnan(value):
+                R.record(i, j, value)
+    for name, metric in (("acc", acc), ("bwt", bwt), ("forgetting", forgetting),
+                         ("fwt", lambda m: fwt(m, b=[math.nan, 1 / max(1, n_classes)]))):
+        try:
+            result[name] = metric(R)
+        except ValueError:  # an entry it needs was not measured: keep what the holdouts give
+            pass
+    return result

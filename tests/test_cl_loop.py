@@ -99,6 +99,28 @@ def test_a_drift_alarm_submits_one_job_in_the_same_round(
     assert loop.job_id is None
 
 
+def test_a_paused_service_records_drift_but_submits_only_after_it_resumes(
+        parts: tuple[redis.Redis, JobQueue], store: MongoStore, tmp_path: Path) -> None:
+    cache, queue = parts
+    clock = [1000.0]
+    loop, collector = make("{kind: drift, min_detectors: 1}", store, cache, queue, tmp_path,
+                           clock)
+    collector.ingest(digits_of({0, 1, 2, 3, 4}, 300, 0))
+    loop.step()
+    store.update_service("digits", status="paused")
+    clock[0] += 5
+    collector.ingest(digits_of({5, 6, 7, 8, 9}, 100, 1000))
+    paused = loop.step()
+    assert paused["alarms"] == ["chi2", "ks"] and paused["submitted"] is None
+    assert store.list_jobs("digits") == []
+    assert len(store.list_drift_events("digits", alarms_only=True)) == 2
+    store.update_service("digits", status="active")
+    clock[0] += 1
+    resumed = loop.step()
+    assert resumed["submitted"] is not None
+    assert store.get_job(resumed["submitted"]).trigger["kind"] == "drift"
+
+
 def test_new_labels_trigger_a_volume_job_and_state_survives_a_restart(
         parts: tuple[redis.Redis, JobQueue], store: MongoStore, tmp_path: Path) -> None:
     cache, queue = parts

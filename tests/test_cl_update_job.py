@@ -108,7 +108,18 @@ def test_versions_come_from_jobs_with_their_whole_lineage(
     assert sorted(v2.classes) == [str(c) for c in range(10)]
     assert v2.metrics["new_samples"] > 0 and v2.metrics["history_samples"] > 0
     assert v2.metrics["recent_accuracy"] > v2.metrics["champion_recent_accuracy"]
+    # What the model card shows: data per class (new vs rehearsal), settings, transfer.
+    assert set(v2.metrics["new_per_class"]) == {"5", "6", "7", "8", "9"}
+    assert sum(v2.metrics["new_per_class"].values()) == v2.metrics["new_samples"]
+    assert sum(v2.metrics["history_per_class"].values()) == v2.metrics["history_samples"]
+    assert v2.metrics["hyperparameters"]["epochs"] > 0
     validation = store.get_validation(v2.metrics["validation_id"])
+    transfer, scores = v2.metrics["transfer"], validation.report
+    assert transfer["bwt"] == pytest.approx(scores["challenger"]["historical"]["accuracy"]
+                                            - scores["champion"]["historical"]["accuracy"])
+    assert transfer["forgetting"] == pytest.approx(-transfer["bwt"])  # two experiences
+    assert transfer["fwt"] == pytest.approx(scores["champion"]["recent"]["accuracy"] - 0.1)
+    assert 0.5 < transfer["acc"] <= 1
     assert validation.passed and validation.challenger_version == 2
     assert {g.name for g in validation.gates} == {"min_accuracy_gain", "max_class_drop",
                                                   "max_p95_latency_increase",

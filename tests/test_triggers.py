@@ -281,6 +281,23 @@ def test_no_automatic_decision_while_running() -> None:
     assert p.decide(now=1.0, running=False) is not None
 
 
+def test_paused_service_starts_only_manual_jobs_and_keeps_drift_pending() -> None:
+    p = policy({"kind": "drift", "min_detectors": 1}, {"kind": "volume", "new_labels": 10})
+    p.observe_drift(["ks"], round_id=1, now=1.0)
+    p.observe_labels(10, now=1.0)
+    assert p.decide(now=2.0, running=False, paused=True) is None
+    p.request_manual("check it", actor="eve", now=3.0)
+    d = p.decide(now=3.0, running=False, paused=True)
+    assert d.kind == "manual" and d.evidence["fired"] == ["manual", "drift", "volume"]
+    p.job_started(now=3.0)
+    p.job_finished(now=4.0, deployed=True)
+    p.observe_drift([], round_id=2, now=5.0)  # the episode the manual job covered ends
+    p.observe_drift(["ks"], round_id=3, now=6.0)  # a new one begins while paused
+    assert p.decide(now=7.0, running=False, paused=True) is None
+    resumed = p.decide(now=8.0, running=False)
+    assert resumed is not None and resumed.kind == "drift"
+
+
 def test_manual_overrides_the_cooldown() -> None:
     p = policy(cooldown_s=1000.0)
     p.job_started(now=0.0)

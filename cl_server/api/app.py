@@ -22,7 +22,7 @@ from flask import Flask
 
 from cl_server.api.context import ServerContext
 from cl_server.api.errors import register_error_handlers
-from cl_server.api.routes import access, collect, health, jobs, services
+from cl_server.api.routes import access, collect, dashboard, health, jobs, services, web
 from cl_server.collector.service import ServiceCollector
 from cl_server.config import ServiceConfig
 from cl_server.engine_probe import EngineProbe
@@ -54,7 +54,8 @@ def create_app(config: ServiceConfig, store: Store, cache: redis.Redis,
         queue=queue or JobQueue(store, cache, config.queue.name, config.queue.job_timeout_s),
         engine=engine or EngineProbe(config.engine),
         collector=ServiceCollector(config, cache, store, config.server.data_dir / "spool"))
-    for blueprint in (health.bp, access.bp, services.bp, jobs.bp, collect.bp):
+    for blueprint in (health.bp, access.bp, services.bp, jobs.bp, collect.bp, dashboard.bp,
+                      web.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

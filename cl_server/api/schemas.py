@@ -116,6 +116,10 @@ class ListQuery(Strict):
     limit: int = Field(100, ge=1, le=1000)
 
 
+class TimelineQuery(Strict):
+    minutes: int = Field(60, ge=1, le=10_080, description="How far back (at most a week).")
+
+
 class DriftQuery(Strict):
     since: datetime | None = None
     alarms_only: bool = False

@@ -156,7 +156,7 @@ def operation(bp: Blueprint, path: str, method: str, *, summary: str, role: Role
                 return result
             if adapter is None:
                 return Response(status=status)
-            return jsonify(adapter.dump_python(result, mode="json")), status
+            return jsonify(adapter.dump_python(result, mode="json", by_alias=True)), status
 
         bp.add_url_rule(rule, endpoint=fn.__name__, view_func=view, methods=[method.upper()])
         return fn

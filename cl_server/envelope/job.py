@@ -204,7 +204,7 @@ def _challenger(ctx: JobContext, config: ServiceConfig, params: CLUpdateParams,
                 data: UpdateData, training: Training, scenario: str, reason: str,
                 classes_seen: list[str], recent: Any, historical: Any) -> _Contender:
     """Train, store and validate one challenger with ``config.cl.strategy``."""
-    from evaluator.validator import ServiceValidator
+    from evaluator.validator import ServiceValidator, update_transfer
 
     store = ctx.store
     model = starting_model(config, champion, scenario, params.seed, classes_seen)
@@ -217,8 +217,11 @@ def _challenger(ctx: JobContext, config: ServiceConfig, params: CLUpdateParams,
         if champion_record and scenario != "retrain" else None,
         job_id=ctx.job_id, data_query=data.query, classes=list(model.classes),
         metrics={"scenario": scenario, "scenario_reason": reason, "strategy":
-                 config.cl.strategy.name, "train": stats,  # type: ignore[dict-item]
-                 "new_samples": len(data.new), "history_samples": len(data.history)}))
+                 config.cl.strategy.name, "hyperparameters": _hyperparameters(config),
+                 "train": stats,  # type: ignore[dict-item]
+                 "new_samples": len(data.new), "history_samples": len(data.history),
+                 "new_per_class": dict(Counter(training.new_labels)),
+                 "history_per_class": dict(Counter(training.history_labels))}))
     directory = artifacts_dir(service.name)
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"v{record.version}.pt"
@@ -236,11 +239,21 @@ def _challenger(ctx: JobContext, config: ServiceConfig, params: CLUpdateParams,
     metrics = _finite({**record.metrics, "validation_id": validation.id,
                        "recent_accuracy": report.report["challenger"]["recent"]["accuracy"],
                        "champion_recent_accuracy": (report.report["champion"] or {}).get(
-                           "recent", {}).get("accuracy")})
+                           "recent", {}).get("accuracy"),
+                       "transfer": update_transfer(report, len(model.classes))})
     ctx.log(f"validation of version {record.version}: " + ", ".join(
         f"{g.name} {'pass' if g.passed else 'FAIL'}" for g in report.gates))
     store.update_version(service.name, record.version, metrics=metrics)
     return _Contender(record.version, config.cl.strategy.name, path, validation, report, metrics)
+
+
+def _hyperparameters(config: ServiceConfig) -> dict[str, JsonValue]:
+    """What the challenger was trained with: the CL section's settings and the strategy's own
+    parameters (as the model card shows them)."""
+    cl = config.cl
+    return {"epochs": cl.epochs, "batch_size": cl.batch_size, "learning_rate": cl.learning_rate,
+            "mode": cl.mode, "rehearsal": cl.rehearsal.kind, "rehearsal_size": cl.rehearsal.size,
+            **cl.strategy.params}
 
 
 def _finite(value: Any) -> Any:

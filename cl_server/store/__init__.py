@@ -9,6 +9,7 @@ from cl_server.store.entities import (
     GateResult,
     Job,
     JobLog,
+    LabeledOutcome,
     LabeledSample,
     ModelVersion,
     Role,
@@ -21,5 +22,5 @@ from cl_server.store.entities import (
 from cl_server.store.mongo import MongoStore
 
 __all__ = ["ApiToken", "DataQuery", "Deployment", "DriftEvent", "DuplicateRecord", "GateResult",
-           "Job", "JobLog", "LabeledSample", "ModelVersion", "MongoStore", "Role", "Service",
+           "Job", "JobLog", "LabeledOutcome", "LabeledSample", "ModelVersion", "MongoStore", "Role", "Service",
            "Store", "StoreError", "User", "Validation", "new_id", "utcnow"]

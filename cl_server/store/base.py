@@ -19,6 +19,7 @@ from cl_server.store.entities import (
     Job,
     JobLog,
     JobStatus,
+    LabeledOutcome,
     LabeledSample,
     ModelVersion,
     Service,
@@ -135,8 +136,9 @@ class Store(ABC):
 
     @abstractmethod
     def list_drift_events(self, service: str, since: datetime | None = None,
-                          alarms_only: bool = False, limit: int = 1000) -> list[DriftEvent]:
-        """Oldest first."""
+                          alarms_only: bool = False, limit: int = 1000,
+                          newest: bool = False) -> list[DriftEvent]:
+        """Oldest first: the oldest ``limit`` events, or with ``newest`` the newest ones."""
 
     # -- labeled samples -------------------------------------------------------------------
     @abstractmethod
@@ -146,6 +148,12 @@ class Store(ABC):
     @abstractmethod
     def count_labeled_samples(self, service: str) -> dict[str, int]:
         """Samples per label."""
+
+    @abstractmethod
+    def labeled_outcomes(self, service: str, since: datetime | None = None,
+                         limit: int = 5000) -> list[LabeledOutcome]:
+        """The newest ``limit`` labeled samples (since ``since``) without their inputs, oldest
+        first."""
 
     @abstractmethod
     def run_data_query(self, query: DataQuery) -> list[LabeledSample]:

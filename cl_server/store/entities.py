@@ -257,6 +257,17 @@ class LabeledSample(Record):
     created_at: Timestamp = Field(default_factory=utcnow)
 
 
+class LabeledOutcome(BaseModel):
+    """A labeled served request without its input: what the model answered and what was right
+    (the rows of a prequential accuracy series)."""
+
+    id: str
+    label: str
+    prediction: str | None = None
+    model_version: int | None = None
+    created_at: Timestamp
+
+
 class User(Record):
     """A person or system using the API, with one role."""
 

@@ -39,6 +39,7 @@ from cl_server.store.entities import (
     Job,
     JobLog,
     JobStatus,
+    LabeledOutcome,
     LabeledSample,
     ModelVersion,
     Record,
@@ -286,12 +287,15 @@ class MongoStore(Store):
         return len(docs)
 
     def list_drift_events(self, service: str, since: datetime | None = None,
-                          alarms_only: bool = False, limit: int = 1000) -> list[DriftEvent]:
+                          alarms_only: bool = False, limit: int = 1000,
+                          newest: bool = False) -> list[DriftEvent]:
         query: dict[str, Any] = {"service": service}
         if since is not None:
             query["created_at"] = {"$gte": since}
         if alarms_only:
             query["alarm"] = True
+        if newest:
+            return self._find(DriftEvent, query, sort=[("created_at", -1)], limit=limit)[::-1]
         return self._find(DriftEvent, query, sort=[("created_at", 1)], limit=limit)
 
     # -- labeled samples -------------------------------------------------------------------
@@ -317,6 +321,17 @@ class MongoStore(Store):
                 {"$match": {"service": service}},
                 {"$group": {"_id": "$label", "n": {"$sum": 1}}}])
             return {str(row["_id"]): int(row["n"]) for row in rows}
+
+    def labeled_outcomes(self, service: str, since: datetime | None = None,
+                         limit: int = 5000) -> list[LabeledOutcome]:
+        query: dict[str, Any] = {"service": service}
+        if since is not None:
+            query["created_at"] = {"$gte": since}
+        fields = {"label": 1, "prediction": 1, "model_version": 1, "created_at": 1}
+        with _store_errors():  # ids are time-ordered: newest first by id, then reversed
+            rows = list(self._col(LabeledSample).find(query, fields).sort([("_id", -1)])
+                        .limit(limit))
+        return [LabeledOutcome.model_validate({**row, "id": row["_id"]}) for row in reversed(rows)]
 
     def run_data_query(self, query: DataQuery) -> list[LabeledSample]:
         return self._find(LabeledSample, dict(query.filter),
