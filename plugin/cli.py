@@ -113,8 +113,9 @@ def _run_server(config: ServiceConfig, data_dir: Path | None, host: str | None,
             _fail(str(exc))
         except redis.RedisError as exc:
             _fail(f"cache (Redis) unreachable: {exc}")
-        lines = [f"service     [bold]{config.name}[/] ({config.engine.kind}, "
-                 f"model '{config.engine.model_name}')",
+        lines = [(f"service     [bold]{config.name}[/] ({config.engine.kind}, "
+                  f"model '{config.engine.model_name}')"),
+                 f"dashboard   [bold cyan]{started.url}/[/]  (sign in with an API token)",
                  f"API         [bold cyan]{started.url}/api[/]",
                  f"API docs    {started.url}/api/openapi.json",
                  f"health      {started.url}/api/health",
@@ -496,6 +497,41 @@ def bench_loop(rate: float, stationary_s: float, max_s: float, after_onset: str,
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "loop.json"
     path.write_text(json.dumps(result, indent=2, default=str))
+    console.print(f"wrote {path}")
+
+
+@bench.command("dashboard")
+@click.option("--runs", type=click.IntRange(1, 50), default=5, show_default=True,
+              help="Page loads per viewport (each cold, then warm).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              default=Path("bench-results/dashboard"), show_default=True)
+def bench_dashboard(runs: int, out_dir: Path) -> None:
+    """First load of the built dashboard in headless Chromium, and its bundle size."""
+    from rich.table import Table
+
+    from evaluator.dashboard_bench import DashboardBenchSettings, run_dashboard_bench
+
+    try:
+        with console.status("starting the CL server and chromium; loading the overview..."):
+            result = run_dashboard_bench(DashboardBenchSettings(runs=runs))
+    except (RuntimeError, ImportError) as exc:
+        raise click.ClickException(str(exc)) from None
+    table = Table(title=f"dashboard first load ({runs} runs per viewport, load average "
+                        f"{result['load_average'][0]:.2f})")
+    for column in ("viewport", "cold median ms", "cold max ms", "warm median ms",
+                   "DOMContentLoaded ms"):
+        table.add_column(column, justify="right")
+    for viewport, loads in result["first_load_ms"].items():
+        table.add_row(viewport, f"{loads['cold']['median']:.0f}", f"{loads['cold']['max']:.0f}",
+                      f"{loads['warm']['median']:.0f}",
+                      f"{loads['dom_content_loaded']['median']:.0f}")
+    console.print(table)
+    console.print(f"bundle: {result['bundle_gzip_bytes'] / 1000:.1f} kB gzip in "
+                  f"{len(result['bundle_files'])} files (target <= 400 kB); first-load target "
+                  f"< 1000 ms")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "dashboard.json"
+    path.write_text(json.dumps(result, indent=2))
     console.print(f"wrote {path}")
 
 

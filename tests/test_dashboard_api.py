@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import redis
-from dashboard_seed import Seeded, seed_history
 from flask import Flask
 from flask.testing import FlaskClient
 
@@ -17,6 +16,7 @@ from cl_server.api.routes.web import ENV_WEB_DIST
 from cl_server.config import parse_config
 from cl_server.deploy import ENV_DATA_DIR
 from cl_server.store import DriftEvent, Job, ModelVersion, MongoStore, utcnow
+from evaluator.dashboard_seed import Seeded, seed_history
 from plugin.serving.factory import routing_path
 from plugin.serving.routing import RoutingTable
 
@@ -38,8 +38,8 @@ def app(store: MongoStore, redis_url: str, tmp_path: Path,
 
 
 @pytest.fixture
-def seeded(app: Flask, store: MongoStore) -> Seeded:
-    return seed_history(store)  # after create_app, which registers the config's service
+def seeded(app: Flask, store: MongoStore, tmp_path: Path) -> Seeded:
+    return seed_history(store, tmp_path / "artifacts")  # after create_app, which registers the config's service
 
 
 @pytest.fixture

@@ -1,5 +1,5 @@
 """A service's history written through the store layer, as the CL loop would have left it:
-the data the dashboard tests (API and browser) read.
+what the dashboard's tests (API and browser) and its load benchmark read.
 
 ``digits`` (Triton) went through four versions: v1 the initial model (classes 0-4); v2 an NC
 update after drift, deployed; v3 an NI update rejected by the ``max_class_drop`` gate; v4 an NI
@@ -9,9 +9,11 @@ minutes (accuracy drops at the drift and recovers); ``text`` is a second, paused
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 
@@ -65,9 +67,12 @@ def _report(challenger: dict[str, float], champion: dict[str, float] | None,
             else side(champion, champion_recent)}
 
 
-def seed_history(store: Store, now: datetime | None = None) -> Seeded:
-    """Write the history (see the module doc); returns what the tests check against."""
+def seed_history(store: Store, artifacts: Path, now: datetime | None = None) -> Seeded:
+    """Write the history (see the module doc), each version's artifact a file of
+    ``40_000 + 1_000 * version`` bytes under ``artifacts`` (so rollbacks can check its sha256);
+    returns what the tests check against."""
     now = now or utcnow()
+    artifacts.mkdir(parents=True, exist_ok=True)
     t0 = now - timedelta(minutes=50)
     drift_at, v2_at, v3_at, v4_at = (t0 + timedelta(minutes=m) for m in (20, 24, 34, 40))
     store.upsert_service(Service(
@@ -91,11 +96,14 @@ def seed_history(store: Store, now: datetime | None = None) -> Seeded:
     def version(number: int, parent: int | None, status: str, job_id: str | None,
                 classes: list[str], metrics: dict[str, object], at: datetime,
                 query: DataQuery | None = None) -> ModelVersion:
+        artifact = artifacts / f"v{number}.pt"
+        artifact.write_bytes(bytes([number]) * (40_000 + 1_000 * number))
         return store.add_version(ModelVersion(
             service="digits", version=number, parent_version=parent,
             base_version=None if parent is None else 1, job_id=job_id, classes=classes,
-            data_query=query, artifact_uri=f"/tmp/digits/v{number}.pt",
-            artifact_sha256=f"{number:02d}" * 32, artifact_bytes=40_000 + 1_000 * number,
+            data_query=query, artifact_uri=str(artifact),
+            artifact_sha256=hashlib.sha256(artifact.read_bytes()).hexdigest(),
+            artifact_bytes=artifact.stat().st_size,
             metrics=metrics, status=status, created_at=at))  # type: ignore[arg-type]
 
     version(1, None, "retired", None, OLD, {"scenario": "retrain"}, t0)

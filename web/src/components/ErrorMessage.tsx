@@ -1,0 +1,9 @@
+import { errorText } from "../lib/errors";
+
+export function ErrorMessage({ error }: { error: unknown }) {
+  return (
+    <p className="error" role="alert" data-testid="error-message">
+      {errorText(error)}
+    </p>
+  );
+}
