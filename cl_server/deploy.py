@@ -2,16 +2,18 @@
 version. Both go through the service's serving adapter when the config names the engine's URL
 and model repository (otherwise only the store changes), and both leave a
 :class:`~cl_server.store.Deployment` record, failed ones included; the champion changes only
-when the engine took the new version.
+when the engine took the new version. Each new champion is then published as a weight patch
+for replicas (:mod:`cl_server.patches`, ``deployment.publish_patches``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cl_server.config.schema import ServiceConfig
 from cl_server.store import Deployment, Service, Store
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from plugin.serving.base import ServingAdapter
 
 ENV_DATA_DIR = "MODELCI_DATA_DIR"
+log = logging.getLogger(__name__)
 
 
 class DeployFailed(RuntimeError):
@@ -59,9 +62,11 @@ def _to_engine(config: ServiceConfig, version: int, artifact: Path, rollback: bo
 
 def change_champion(store: Store, config: ServiceConfig, service: Service, version: int,
                     artifact: Path, *, actor: str, rollback: bool = False,
-                    staged: bool = False) -> Deployment:
+                    staged: bool = False, notify: Any = None) -> Deployment:
     """Make ``version`` the champion (see the module doc); raises :class:`DeployFailed`.
-    ``staged``: the engine has it loaded as a challenger already; only the switch is left."""
+    ``staged``: the engine has it loaded as a challenger already; only the switch is left.
+    The new champion is then published as a patch for replicas (``notify``: a Redis client
+    for the notice)."""
     previous = service.champion_version
     action = "rollback" if rollback else "deploy"
     try:
@@ -81,11 +86,31 @@ def change_champion(store: Store, config: ServiceConfig, service: Service, versi
     if previous is not None and previous != version:
         store.update_version(service.name, previous,
                              status="rolled_back" if rollback else "retired")
+    if config.deployment.publish_patches:
+        _publish(config, service.name, version, artifact, notify)
     return event
 
 
+def _publish(config: ServiceConfig, service: str, version: int, artifact: Path,
+             notify: Any) -> None:
+    """Publish the champion's weights for replicas. A failure here is logged, not raised: the
+    engine serves the new version already, and replicas catch up from the next publication."""
+    from cl_server.patches import PatchLog
+    from model_factory.templates.artifact import read_state
+
+    try:
+        state = read_state(artifact)
+        meta = {key: state[key] for key in ("format", "template", "input_shape", "classes",
+                                             "params")}
+        PatchLog(data_dir(), service).publish(version, dict(state["weights"]), meta=meta,
+                                              values=config.deployment.patch_values,
+                                              notify=notify)
+    except Exception:  # see the docstring: never fail the deployment here
+        log.exception("service %s: publishing version %d for replicas failed", service, version)
+
+
 def rollback(store: Store, config: ServiceConfig, service: Service, version: int, *,
-             actor: str) -> Deployment:
+             actor: str, notify: Any = None) -> Deployment:
     """Roll back to ``version``: it must exist, not be the champion, and its artifact must still
     match its recorded sha256 (``ValueError`` naming what is wrong otherwise)."""
     record = store.get_version(service.name, version)
@@ -100,4 +125,5 @@ def rollback(store: Store, config: ServiceConfig, service: Service, version: int
     if found != record.artifact_sha256:
         raise ValueError(f"the artifact of version {version} does not match its recorded "
                          f"sha256: refused")
-    return change_champion(store, config, service, version, path, actor=actor, rollback=True)
+    return change_champion(store, config, service, version, path, actor=actor, rollback=True,
+                           notify=notify)

@@ -629,6 +629,39 @@ def rollback(url: str, service: str, version: int) -> None:
                f"{event['previous_version']}); {event['detail']}")
 
 
+@cli.command()
+@click.option("--server", envvar="MODELCI_URL", required=True,
+              help="The CL server (env MODELCI_URL), e.g. http://127.0.0.1:8080.")
+@click.option("--service", required=True)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", type=click.IntRange(0, 65535), default=8500, show_default=True)
+@click.option("--poll", "poll_s", type=click.FloatRange(0.01, 3600), default=1.0,
+              show_default=True, help="Seconds between checks for new patches.")
+@click.option("--redis", "redis_url", default=None,
+              help="Redis of the CL server, to hear of new patches at once (optional).")
+@click.option("--output-name", default="probabilities", show_default=True)
+@click.option("--swap-log", type=click.Path(path_type=Path), default=None,
+              help="Append each state switched to (publication, version, sha256), as JSON lines.")
+def replica(server: str, service: str, host: str, port: int, poll_s: float,
+            redis_url: str | None, output_name: str, swap_log: Path | None) -> None:
+    """Keep a replica of a service's model fresh through weight patches and serve it (KServe V2
+    JSON on HOST:PORT; token from env MODELCI_TOKEN, role viewer)."""
+    from plugin.replica.agent import ReplicaAgent
+    from plugin.replica.server import run_replica
+
+    token = os.environ.get("MODELCI_TOKEN")
+    if not token:
+        _fail("set MODELCI_TOKEN to an API token (any role)")
+    torch_threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    import torch
+
+    torch.set_num_threads(max(1, torch_threads))
+    agent = ReplicaAgent(server, service, token=token, poll_s=poll_s, redis_url=redis_url,
+                         swap_log=swap_log)
+    print(f"MODELCI_REPLICA_URL=http://{host}:{port}", flush=True)
+    run_replica(agent, host, port, output_name)
+
+
 @cli.command("data-query")
 @_server_options
 @click.option("--version", "version", type=click.IntRange(1), required=True,

@@ -22,7 +22,16 @@ from flask import Flask
 
 from cl_server.api.context import ServerContext
 from cl_server.api.errors import register_error_handlers
-from cl_server.api.routes import access, collect, dashboard, health, jobs, services, web
+from cl_server.api.routes import (
+    access,
+    collect,
+    dashboard,
+    health,
+    jobs,
+    replicas,
+    services,
+    web,
+)
 from cl_server.collector.service import ServiceCollector
 from cl_server.config import ServiceConfig
 from cl_server.engine_probe import EngineProbe
@@ -55,7 +64,7 @@ def create_app(config: ServiceConfig, store: Store, cache: redis.Redis,
         engine=engine or EngineProbe(config.engine),
         collector=ServiceCollector(config, cache, store, config.server.data_dir / "spool"))
     for blueprint in (health.bp, access.bp, services.bp, jobs.bp, collect.bp, dashboard.bp,
-                      web.bp):
+                      replicas.bp, web.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

@@ -53,6 +53,8 @@ PATH_PARAMS: dict[str, PathParam] = {
                       "Service name."),
     "version": PathParam("int", {"type": "integer", "minimum": 1}, "Model version number."),
     "job_id": PathParam("string", {"type": "string", "pattern": "^[0-9a-f]{32}$"}, "Job id."),
+    "sequence": PathParam("int", {"type": "integer", "minimum": 1},
+                          "Publication number of a replica patch."),
     "token_id": PathParam("string", {"type": "string", "pattern": "^[0-9a-f]{32}$"},
                           "Token id."),
     "user": PathParam("string", {"type": "string", "pattern": r"^[a-z0-9][a-z0-9_.@-]{0,62}$"},
@@ -129,7 +131,7 @@ def operation(bp: Blueprint, path: str, method: str, *, summary: str, role: Role
     ``path`` uses OpenAPI ``{param}`` syntax with parameters from :data:`PATH_PARAMS`; ``role``
     None makes it public. The handler receives path parameters, ``principal`` (if authenticated),
     ``body`` and ``query`` as keyword arguments and returns data of type ``response`` (a pydantic
-    model or any type TypeAdapter accepts; None for 204).
+    model or any type TypeAdapter accepts; None for 204; ``bytes`` for a binary body).
     """
     params = _PARAM.findall(path)
     rule = _PARAM.sub(lambda m: f"<{PATH_PARAMS[m.group(1)].converter}:{m.group(1)}>", path)
@@ -154,6 +156,8 @@ def operation(bp: Blueprint, path: str, method: str, *, summary: str, role: Role
             result = fn(**kwargs)
             if isinstance(result, (Response, tuple)):
                 return result
+            if response is bytes:
+                return Response(result, status=status, mimetype="application/octet-stream")
             if adapter is None:
                 return Response(status=status)
             return jsonify(adapter.dump_python(result, mode="json", by_alias=True)), status
@@ -207,6 +211,11 @@ def openapi_document(title: str, version: str) -> dict[str, Any]:
                 "schema": keyed[(op.body, "validation")]}}}
         if op.response is None:
             item["responses"][str(op.status)] = {"description": "Done."}
+        elif op.response is bytes:
+            item["responses"][str(op.status)] = {"description": op.summary, "content": {
+                "application/octet-stream": {"schema": {"type": "string",
+                                                        "contentMediaType":
+                                                            "application/octet-stream"}}}}
         else:
             response_schema = TypeAdapter(op.response).json_schema(
                 mode="serialization", ref_template="#/components/schemas/{model}")

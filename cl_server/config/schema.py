@@ -370,6 +370,12 @@ class DeploymentConfig(Section):
         "validation.shadow_requests requests to the challenger first) or canary (send "
         "canary.share of the traffic to it until canary.min_requests answers first).")
     canary: CanaryConfig = CanaryConfig()
+    publish_patches: bool = Field(
+        True, description="Publish each new champion as a weight patch for replicas "
+        "(`modelci-e replica`): GET /api/services/{name}/patches and a Redis notice.")
+    patch_values: choice("patch values", ("fp32", "fp16")) = Field(  # type: ignore[valid-type]
+        "fp32", description="How patches carry weights: fp32 (bit-exact) or fp16 (half the "
+        "bytes; replicas then hold the fp16-rounded weights).")
 
 
 class AnnotatorConfig(Section):

@@ -102,7 +102,7 @@ def roll_out(ctx: JobContext, config: ServiceConfig, service: Service, version: 
     ctx.check_cancelled()  # a job declared abandoned (its worker died) must not deploy
     try:
         event = change_champion(store, config, service, version, artifact,
-                                actor=f"job:{ctx.job_id}", staged=staged)
+                                actor=f"job:{ctx.job_id}", staged=staged, notify=ctx.cache)
     except DeployFailed as exc:
         ctx.log(str(exc), "ERROR")
         return "deploy_failed", []

@@ -175,7 +175,7 @@ def rollback_service(principal: Principal, name: str, body: RollbackIn) -> Deplo
     service = _service(name)
     try:
         return rollback(ctx().store, ctx().config, service, body.version,
-                        actor=f"user:{principal.user}")
+                        actor=f"user:{principal.user}", notify=ctx().cache)
     except LookupError as exc:
         raise ApiError(404, "not_found", str(exc)) from None
     except ValueError as exc:

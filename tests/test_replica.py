@@ -1,0 +1,409 @@
+"""Weight patches and replicas: the patch format round trip, the server's patch log and API, and
+a real replica process following 500 publications through a channel that drops, duplicates,
+reorders and corrupts 5% of them, answering inference all along."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+import torch
+import waitress
+from conftest import repo_root
+
+from cl_server.api import create_app
+from cl_server.config import parse_config
+from cl_server.deploy import ENV_DATA_DIR
+from cl_server.patches import KEEP_SNAPSHOTS, PatchLog
+from cl_server.store import MongoStore
+from plugin.replica.patch import (
+    PatchError,
+    apply,
+    decode,
+    diff,
+    encode,
+    paper_bits,
+    snapshot,
+    state_sha256,
+)
+
+CONFIG = parse_config("""
+name: digits
+engine: {kind: triton, model_name: digits}
+model: {template: mlp, input: {shape: [64]}, classes: ["0","1","2","3","4"]}
+triggers: {rules: []}
+""", env={})
+META = {"format": "modelci-e/classifier/1", "template": "mlp", "input_shape": [64],
+        "classes": ["0", "1", "2", "3", "4"], "params": {"hidden": [32]}}
+
+
+def mlp_state(classes: int = 5, seed: int = 0) -> dict[str, torch.Tensor]:
+    from model_factory.templates.networks import build_network
+
+    torch.manual_seed(seed)
+    return {k: v.clone() for k, v in build_network("mlp", (64,), classes, hidden=[32])
+            .state_dict().items()}
+
+
+def nudge(state: dict[str, torch.Tensor], ratio: float, rng: torch.Generator
+          ) -> dict[str, torch.Tensor]:
+    """A copy of ``state`` with ``ratio`` of each floating tensor's entries changed."""
+    out = {k: v.clone() for k, v in state.items()}
+    for tensor in out.values():
+        if tensor.is_floating_point():
+            flat = tensor.view(-1)
+            k = max(1, round(ratio * flat.numel()))
+            flat[torch.randperm(flat.numel(), generator=rng)[:k]] += torch.randn(k, generator=rng)
+    return out
+
+
+# -- the format --------------------------------------------------------------------------------
+
+def test_round_trip_is_bit_exact_for_every_kind_of_tensor() -> None:
+    rng = torch.Generator().manual_seed(1)
+    base = {"w": torch.randn(300, 40, generator=rng), "b": torch.zeros(7),
+            "half": torch.randn(50, generator=rng).half(), "steps": torch.tensor(3),
+            "mask": torch.zeros(20, dtype=torch.bool), "gone": torch.ones(2),
+            "brain": torch.randn(9, generator=rng).bfloat16()}
+    target = {k: v.clone() for k, v in base.items() if k != "gone"}
+    target["w"].view(-1)[[0, 1, 5000, 11999]] = torch.tensor([1.0, -0.0, float("nan"), 3.5])
+    target["half"][10] = 7.0
+    target["steps"] += 1
+    target["mask"][3] = True
+    target["brain"][0] = 2.0
+    target["head"] = torch.randn(3, 3, generator=rng)  # a new tensor travels whole
+    target["b"] = torch.zeros(9)  # reshaped: whole
+    patch = diff(base, target, base_version=4, target_version=5, meta=META)
+    restored = decode(encode(patch))
+    assert (restored.base_version, restored.target_version, restored.meta) == (4, 5, META)
+    assert restored.removed == ["gone"]
+    result = apply(base, restored)
+    assert sorted(result) == sorted(target)
+    for name, tensor in target.items():
+        assert result[name].dtype == tensor.dtype and result[name].shape == tensor.shape
+        assert result[name].view(-1).view(torch.uint8).equal(
+            tensor.reshape(-1).view(torch.uint8)), name  # bit for bit, -0.0 and NaN included
+    assert state_sha256(result) == patch.target_sha256 == state_sha256(target)
+    w = next(c for c in restored.changes if c.name == "w")
+    assert w.indices.tolist() == [0, 1, 5000, 11999]
+    assert next(c for c in restored.changes if c.name == "b").full
+
+
+def test_fp16_values_halve_the_bytes_and_the_checksum_is_of_the_rounded_state() -> None:
+    rng = torch.Generator().manual_seed(2)
+    base = {"w": torch.randn(100_000, generator=rng)}
+    target = nudge(base, 0.01, rng)
+    full, half = (diff(base, target, base_version=1, target_version=2, values=v)
+                  for v in ("fp32", "fp16"))
+    assert len(encode(half)) < 0.75 * len(encode(full))
+    result = apply(base, decode(encode(half)))
+    assert state_sha256(result) == half.target_sha256 != full.target_sha256
+    changed = full.changes[0].indices
+    assert torch.equal(result["w"][changed], target["w"][changed].half().float())
+
+
+def test_sizes_as_the_paper_counts_them_and_as_bytes() -> None:
+    base = {"w": torch.zeros(1_000_000)}
+    target = {"w": base["w"].clone()}
+    target["w"][::1000] = 1.0  # k = 0.1%
+    patch = diff(base, target, base_version=1, target_version=2)
+    bits = paper_bits(patch)
+    assert 32 * 1000 < bits < 32 * 1000 + 1000 * 12  # log2 C(1e6, 1e3) is about 11.4 kbit
+    assert len(encode(patch)) < 0.02 * len(encode(snapshot(target, 2)))
+
+
+def test_a_corrupt_patch_or_one_for_another_state_is_refused() -> None:
+    rng = torch.Generator().manual_seed(3)
+    base = mlp_state()
+    target = nudge(base, 0.01, rng)
+    blob = bytearray(encode(diff(base, target, base_version=1, target_version=2)))
+    for position in (2, 40, len(blob) // 2, len(blob) - 1):
+        broken = bytearray(blob)
+        broken[position] ^= 0x10
+        with pytest.raises(PatchError):
+            decode(bytes(broken))
+    with pytest.raises(PatchError, match="too short"):
+        decode(b"MCIP")
+    with pytest.raises(PatchError, match="another state"):
+        apply(nudge(base, 0.01, rng), decode(bytes(blob)))
+
+
+# -- the patch log and the server ---------------------------------------------------------------
+
+def test_patch_log_orders_publications_rollbacks_included(tmp_path: Path) -> None:
+    log = PatchLog(tmp_path, "digits")
+    rng = torch.Generator().manual_seed(4)
+    states = [mlp_state()]
+    log.publish(1, states[0], meta=META)
+    for version in range(2, 7):
+        states.append(nudge(states[-1], 0.02, rng))
+        log.publish(version, states[-1])
+    log.publish(3, states[2])  # a rollback to version 3
+    entries = log.entries()
+    assert [(e.sequence, e.base_version, e.version) for e in entries] == [
+        (1, 0, 1), (2, 1, 2), (3, 2, 3), (4, 3, 4), (5, 4, 5), (6, 5, 6), (7, 6, 3)]
+    assert entries[-1].sha256 == state_sha256(states[2])
+    state: dict[str, torch.Tensor] = {}
+    for entry in entries:
+        state = apply(state, decode(log.patch_bytes(entry.sequence)))
+    assert state_sha256(state) == state_sha256(states[2])
+    assert len(list((tmp_path / "services/digits/patches").glob("snapshot-*"))) == KEEP_SNAPSHOTS
+    assert decode(log.snapshot_bytes()).meta == META
+
+
+@pytest.fixture
+def server(store: MongoStore, redis_url: str, tokens: dict[str, str], tmp_path: Path,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, PatchLog, dict[str, str]]]:
+    monkeypatch.setenv(ENV_DATA_DIR, str(tmp_path / "data"))
+    cache = redis.Redis.from_url(redis_url)
+    app = create_app(CONFIG, store, cache)
+    http = waitress.create_server(app, host="127.0.0.1", port=0, threads=4)
+    thread = threading.Thread(target=http.run, daemon=True)
+    thread.start()
+    try:
+        yield (f"http://127.0.0.1:{http.effective_port}", PatchLog(tmp_path / "data", "digits"),
+               tokens)
+    finally:
+        http.close()
+        thread.join(timeout=5)
+        cache.close()
+
+
+def test_patch_api(server: tuple[str, PatchLog, dict[str, str]]) -> None:
+    url, log, tokens = server
+    viewer = {"Authorization": f"Bearer {tokens['viewer']}"}
+    empty = requests.get(f"{url}/api/services/digits/patches", headers=viewer, timeout=10)
+    assert empty.json() == {"service": "digits", "latest": None, "patches": []}
+    state = mlp_state()
+    log.publish(1, state, meta=META)
+    log.publish(2, nudge(state, 0.01, torch.Generator().manual_seed(5)))
+    listing = requests.get(f"{url}/api/services/digits/patches?since=1", headers=viewer,
+                           timeout=10).json()
+    assert [p["sequence"] for p in listing["patches"]] == [2]
+    assert listing["latest"]["version"] == 2
+    blob = requests.get(f"{url}/api/services/digits/patches/2", headers=viewer, timeout=10)
+    assert blob.headers["Content-Type"] == "application/octet-stream"
+    assert decode(blob.content).sequence == 2
+    snap = requests.get(f"{url}/api/services/digits/snapshot", headers=viewer, timeout=10)
+    assert decode(snap.content).target_sha256 == listing["latest"]["sha256"]
+    for path, status in (("/patches/9", 404), ("/snapshot?sequence=9", 404),
+                         ("/patches?since=-1", 422)):
+        answer = requests.get(f"{url}/api/services/digits{path}", headers=viewer, timeout=10)
+        assert answer.status_code == status, path
+        assert "error" in answer.json()
+    assert requests.get(f"{url}/api/services/digits/patches/1", timeout=10).status_code == 401
+    assert requests.get(f"{url}/api/services/nope/patches", headers=viewer,
+                        timeout=10).status_code == 404
+
+
+# -- a real replica through a faulty channel ----------------------------------------------------
+
+class FaultyChannel:
+    """An HTTP relay to the server that faults 5% of the patches it passes on: drops one from a
+    listing, lists it twice, swaps it with its neighbour, or corrupts one byte of its body."""
+
+    def __init__(self, upstream: str, rate: float = 0.05, seed: int = 0):
+        self.upstream = upstream
+        self.rate = rate
+        self.random = random.Random(seed)
+        self.faults = {"dropped": 0, "duplicated": 0, "reordered": 0, "corrupted": 0}
+        self.lock = threading.Lock()
+        channel = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # the name http.server calls
+                answer = requests.get(channel.upstream + self.path, timeout=30,
+                                      headers={"Authorization": self.headers["Authorization"]})
+                body = channel.fault(self.path, answer.content) if answer.ok else answer.content
+                self.send_response(answer.status_code)
+                self.send_header("Content-Type", answer.headers.get("Content-Type", ""))
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.http.server_address[1]}"
+        threading.Thread(target=self.http.serve_forever, daemon=True).start()
+
+    def fault(self, path: str, body: bytes) -> bytes:
+        with self.lock:
+            if "/patches?" in path:
+                listing = json.loads(body)
+                out = []
+                for entry in listing["patches"]:
+                    if self.random.random() >= self.rate:
+                        out.append(entry)
+                        continue
+                    kind = self.random.choice(["dropped", "duplicated", "reordered"])
+                    self.faults[kind] += 1
+                    if kind == "duplicated":
+                        out += [entry, entry]
+                    elif kind == "reordered":
+                        out.insert(max(0, len(out) - 1), entry)
+                listing["patches"] = out
+                return json.dumps(listing).encode()
+            if "/patches/" in path and self.random.random() < self.rate:
+                self.faults["corrupted"] += 1
+                broken = bytearray(body)
+                broken[self.random.randrange(len(broken))] ^= 0xFF
+                return bytes(broken)
+            return body
+
+    def close(self) -> None:
+        self.http.shutdown()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_replica_follows_500_faulty_publications_and_never_serves_a_bad_state(
+        server: tuple[str, PatchLog, dict[str, str]], tmp_path: Path) -> None:
+    url, log, tokens = server
+    rng = torch.Generator().manual_seed(6)
+    state = mlp_state()
+    log.publish(1, state, meta=META)
+    channel = FaultyChannel(url)
+    port = free_port()
+    swaps, replica_log = tmp_path / "swaps.jsonl", open(tmp_path / "replica.log", "w")  # noqa: SIM115
+    replica = subprocess.Popen(
+        [sys.executable, "-m", "plugin.cli", "replica", "--server", channel.url, "--service",
+         "digits", "--port", str(port), "--poll", "0.05", "--swap-log", str(swaps)],
+        cwd=repo_root(), env={**os.environ, "MODELCI_TOKEN": tokens["viewer"],
+                              "OMP_NUM_THREADS": "1"},
+        stdout=replica_log, stderr=subprocess.STDOUT)
+    answers: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def ask() -> None:  # inference all along: every answer must come from a published state
+        body = {"inputs": [{"name": "input", "shape": [2, 64], "datatype": "FP32",
+                            "data": [0.1] * 128}]}
+        while not stop.is_set():
+            try:
+                answer = requests.post(f"http://127.0.0.1:{port}/v2/models/digits/infer",
+                                       json=body, timeout=10)
+            except requests.RequestException:
+                time.sleep(0.05)
+                continue
+            if answer.status_code == 200:
+                reply = answer.json()
+                assert reply["outputs"][0]["shape"][0] == 2
+                answers.append((reply["parameters"]["sequence"], reply["parameters"]["sha256"]))
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    try:
+        classes = 5
+        for version in range(2, 501):
+            if version in (200, 400):  # new classes: the head grows, whole tensors travel
+                classes += 1
+                grown = mlp_state(classes, seed=version)
+                state = {k: (v if grown[k].shape == v.shape else grown[k])
+                         for k, v in state.items()}
+                meta = {**META, "classes": [str(c) for c in range(classes)]}
+                log.publish(version, state, meta=meta)
+            else:
+                state = nudge(state, 0.01, rng)
+                log.publish(version, state)
+            time.sleep(0.005)
+        deadline = time.monotonic() + 180
+        status: dict[str, object] = {}
+        while time.monotonic() < deadline:
+            try:
+                status = requests.get(f"http://127.0.0.1:{port}/replica/status",
+                                      timeout=5).json()
+            except requests.RequestException:
+                status = {}
+            if status.get("sequence") == 500:
+                break
+            assert replica.poll() is None, (tmp_path / "replica.log").read_text()[-3000:]
+            time.sleep(0.2)
+        time.sleep(0.3)  # a few more answers from the final state
+    finally:
+        stop.set()
+        asker.join(timeout=15)
+        replica.terminate()
+        try:
+            replica.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            replica.kill()
+        channel.close()
+        replica_log.close()
+    published = {e.sequence: e.sha256 for e in log.entries()}
+    assert status.get("sequence") == 500, (status, (tmp_path / "replica.log").read_text()[-3000:])
+    assert status["sha256"] == published[500] == state_sha256(state)  # bit-identical
+    assert all(count > 0 for count in channel.faults.values()), channel.faults
+    assert sum(channel.faults.values()) >= 0.03 * 500, channel.faults
+    assert status["duplicates"] > 0 and status["corrupt"] > 0, status
+    swapped = [json.loads(line) for line in swaps.read_text().splitlines()]
+    assert swapped[-1]["sequence"] == 500
+    assert all(s["sha256"] == published[s["sequence"]] for s in swapped)
+    assert [s["sequence"] for s in swapped] == sorted(s["sequence"] for s in swapped)
+    assert len(answers) > 50
+    assert all(published.get(sequence) == sha for sequence, sha in answers)
+    print(f"faults injected {channel.faults}; replica {status}; {len(answers)} answers, "
+          f"{len(swapped)} states served")
+
+
+def test_replica_http_answers_and_refuses_bad_requests(
+        server: tuple[str, PatchLog, dict[str, str]]) -> None:
+    import asyncio
+
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from plugin.replica.agent import ReplicaAgent
+    from plugin.replica.server import replica_app
+
+    url, log, tokens = server
+    agent = ReplicaAgent(url, "digits", token=tokens["viewer"])
+
+    async def exercise() -> None:
+        async with TestClient(TestServer(replica_app(agent))) as client:
+            assert (await client.get("/v2/health/ready")).status == 503
+            infer = {"inputs": [{"name": "x", "shape": [1, 64], "datatype": "FP32",
+                                 "data": [0.0] * 64}]}
+            assert (await client.post("/v2/models/digits/infer", json=infer)).status == 503
+            state = mlp_state()
+            log.publish(1, state, meta=META)
+            assert agent.sync() == 0 and agent.status()["snapshots"] == 1  # started from it
+            log.publish(2, nudge(state, 0.01, torch.Generator().manual_seed(7)))
+            assert agent.sync() == 1 and agent.status()["version"] == 2
+            answer = await client.post("/v2/models/digits/infer", json=infer)
+            reply = await answer.json()
+            assert answer.status == 200 and reply["model_version"] == "2"
+            assert reply["outputs"][0]["shape"] == [1, 5]
+            assert abs(sum(reply["outputs"][0]["data"]) - 1) < 1e-5
+            assert reply["parameters"]["sha256"] == log.latest().sha256
+            meta = await (await client.get("/v2/models/digits")).json()
+            assert meta["versions"] == ["2"] and meta["inputs"][0]["shape"] == [-1, 64]
+            bad = [({"inputs": []}, "one tensor"),
+                   ({"inputs": [{**infer["inputs"][0], "shape": [1, 63]}]}, "does not fit"),
+                   ({"inputs": [{**infer["inputs"][0], "data": [0.0] * 3}]}, "holds 3"),
+                   ({"inputs": [{**infer["inputs"][0], "datatype": "BYTES"}]}, "datatype"),
+                   ({"inputs": [{**infer["inputs"][0], "data": ["a"] * 64}]}, "numbers")]
+            for body, message in bad:
+                refused = await client.post("/v2/models/digits/infer", json=body)
+                assert refused.status == 400 and message in (await refused.json())["error"]
+            garbage = await client.post("/v2/models/digits/infer", data=b"{not json")
+            assert garbage.status == 400
+            other = await client.post("/v2/models/other/infer", json=infer)
+            assert other.status == 404 and "digits" in (await other.json())["error"]
+
+    asyncio.run(exercise())
