@@ -19,7 +19,7 @@ Example:
     >>> import tempfile
     >>> from cl_server.embedded import EmbeddedServices
     >>> from cl_server.store import MongoStore, Service
-    >>> with EmbeddedServices(tempfile.mkdtemp(), store=True) as svc:
+    >>> with EmbeddedServices(tempfile.mkdtemp(), cache=False, store=True) as svc:
     ...     store = MongoStore(svc.endpoints.store_uri)
     ...     _ = store.upsert_service(Service(name="digits", engine_kind="triton",
     ...                                      model_name="digits", classes=["0", "1"]))
