@@ -500,6 +500,77 @@ def bench_loop(rate: float, stationary_s: float, max_s: float, after_onset: str,
     console.print(f"wrote {path}")
 
 
+@bench.command("deploy")
+@click.option("--templates", default="mlp,lenet5", show_default=True,
+              help="Comma-separated model templates for the MNIST-5k stream.")
+@click.option("--methods", default=None, help="Comma-separated: full, topk:R, randomk:R (R of "
+              "each tensor per step), dpu:K (K of the weights); default: full, top-k at 1, 0.1 "
+              "and 0.01%, random-k at 1%, DPU at 1, 5 and 10%.")
+@click.option("--updates", type=click.IntRange(1, 10), default=10, show_default=True)
+@click.option("--no-resnet", is_flag=True, help="Skip the ResNet-18-like size measurement.")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              default=Path("bench-results/deploy"), show_default=True)
+@click.option("--quick", is_flag=True, help="sklearn digits, MLP, 3 methods, 3 updates: for CI.")
+def bench_deploy(templates: str, methods: str | None, updates: int, no_resnet: bool, seed: int,
+                 out_dir: Path, quick: bool) -> None:
+    """Full against sparse (top-k, random-k) and partial (DPU) updates: accuracy, bytes shipped,
+    training time, replica apply time."""
+    from rich.table import Table
+
+    from evaluator.deploy_bench import (
+        METHODS,
+        DeploySettings,
+        run_deploy_bench,
+        write_plots,
+    )
+
+    settings = DeploySettings.quick() if quick else DeploySettings(
+        templates=tuple(t for t in templates.split(",") if t),
+        methods=tuple(m for m in (methods or ",".join(METHODS)).split(",") if m),
+        updates=updates,
+        resnet=not no_resnet, seed=seed)
+    try:
+        with console.status("training and deploying every method over the stream..."):
+            result = run_deploy_bench(settings)
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    for template, runs in result["streams"].items():
+        table = Table(title=f"{settings.dataset} stream, {template} ({settings.updates} updates; "
+                            f"load average {result['load_average'][0]:.2f})")
+        for column in ("method", "final acc %", "prequential %", "bytes/update",
+                       "of full %", "paper bytes", "weights changed %", "train s/update",
+                       "replica apply ms"):
+            table.add_column(column, justify="right")
+        full = runs.get("full")
+        for method, run in runs.items():
+            share = run["bytes_per_update"] / full["bytes_per_update"] if full else \
+                run["share_of_dense"]
+            table.add_row(method, f"{100 * run['final_accuracy']:.1f}",
+                          f"{100 * run['mean_prequential']:.1f}",
+                          f"{run['bytes_per_update']:,.0f}", f"{100 * share:.2f}",
+                          f"{run['paper_bytes_per_update']:,.0f}",
+                          f"{100 * run['changed_share']:.2f}",
+                          f"{run['train_s_per_update']:.2f}", f"{run['apply_ms']:.2f}")
+        console.print(table)
+    if result["resnet18"]:
+        resnet = result["resnet18"]
+        table = Table(title=f"ResNet-18-like, {resnet['weights']:,} weights, one update")
+        for column in ("method", "bytes", "of dense %", "decode ms", "apply ms", "verify ms",
+                       "total ms"):
+            table.add_column(column, justify="right")
+        for method, row in resnet["methods"].items():
+            table.add_row(method, f"{row['bytes']:,}", f"{100 * row['share_of_dense']:.3f}",
+                          f"{row['decode_ms']:.1f}", f"{row['apply_ms']:.1f}",
+                          f"{row['verify_ms']:.1f}", f"{row['total_ms']:.1f}")
+        console.print(table)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "deploy.json"
+    path.write_text(json.dumps(result, indent=2))
+    plots = write_plots(result, out_dir)
+    console.print(f"wrote {path}, {', '.join(str(p) for p in plots)}")
+
+
 @bench.command("dashboard")
 @click.option("--runs", type=click.IntRange(1, 50), default=5, show_default=True,
               help="Page loads per viewport (each cold, then warm).")

@@ -194,3 +194,25 @@ def test_unreachable_store_raises_store_error() -> None:
     with pytest.raises(StoreError, match="store unavailable"):
         dead.ping()
     dead.close()
+
+
+def test_concurrent_log_appends_keep_every_line_once_in_order(store: MongoStore) -> None:
+    """The worker and the API (recording a cancel) append to one job's log at once: a writer
+    that loses a seq retries with the next ones, and no line is lost or written twice."""
+    import threading
+
+    def writer(n: int) -> None:
+        for i in range(20):
+            store.append_job_logs("j1", [("INFO", f"{n}-{i}-a"), ("INFO", f"{n}-{i}-b")])
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    logs = store.job_logs("j1", limit=5000)
+    assert [line.seq for line in logs] == list(range(160))
+    assert len({line.message for line in logs}) == 160
+    for n in range(4):  # each writer's lines in the order it wrote them
+        mine = [line.message for line in logs if line.message.startswith(f"{n}-")]
+        assert mine == [f"{n}-{i}-{p}" for i in range(20) for p in "ab"]

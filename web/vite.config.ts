@@ -22,5 +22,6 @@ export default defineConfig({
     pool: "threads",
     maxWorkers: 2,
     css: false,
+    testTimeout: 30_000,
   },
 });

@@ -234,6 +234,7 @@ class MongoStore(Store):
 
     def append_job_logs(self, job_id: str, lines: Iterable[tuple[str, str]]) -> int:
         pending = list(lines)
+        total = len(pending)
         if not pending:
             return 0
         for _ in range(_CAS_ATTEMPTS):
@@ -248,9 +249,18 @@ class MongoStore(Store):
             try:
                 with _store_errors():
                     self._col(JobLog).insert_many(docs, ordered=True)
-                return len(docs)
-            except DuplicateRecord:
-                continue
+                return total
+            except (DuplicateRecord, StoreError) as exc:
+                # Another writer (the worker, or the API recording a cancel) took a seq first:
+                # keep what went in (ordered inserts stop at the first conflict), retry the rest.
+                cause = exc.__cause__
+                if isinstance(cause, BulkWriteError) and all(
+                        e.get("code") == 11000 for e in cause.details.get("writeErrors", [])):
+                    pending = pending[int(cause.details.get("nInserted", 0)):]
+                    continue
+                if isinstance(exc, DuplicateRecord):
+                    continue
+                raise
         raise StoreError(f"could not append logs of job {job_id}")
 
     def job_logs(self, job_id: str, after_seq: int = -1, limit: int = 1000) -> list[JobLog]:

@@ -15,7 +15,7 @@ Errors are V2's ``{"error": message}`` with 400 (bad request body), 404 (another
 Example:
     >>> from plugin.replica.agent import ReplicaAgent
     >>> app = replica_app(ReplicaAgent("http://127.0.0.1:9", "digits", token="t"))
-    >>> sorted(r.resource.canonical for r in app.router.routes())[:2]
+    >>> sorted({r.resource.canonical for r in app.router.routes()})[:2]
     ['/replica/status', '/v2/health/live']
 """
 

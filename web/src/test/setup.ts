@@ -1,8 +1,11 @@
 import "@testing-library/jest-dom/vitest";
-import { cleanup } from "@testing-library/react";
+import { cleanup, configure } from "@testing-library/react";
 import { afterEach, vi } from "vitest";
 import { setReachable } from "../api/connection";
 import { signOut } from "../auth/session";
+
+// The suite shares two cores with the rest of the project's tests: allow slow renders.
+configure({ asyncUtilTimeout: 5000 });
 
 // jsdom lacks the layout APIs that xyflow and recharts measure with; they only need to exist.
 class ResizeObserverStub {

@@ -1,0 +1,276 @@
+"""What a deployment costs: full updates against sparse (top-k / random-k with residual memory)
+and Deep Partial Updating, on the proactive-training stream, in accuracy and in bytes shipped.
+
+The stream is :mod:`evaluator.stream_bench`'s: MNIST-5k shuffled, an initial chunk the first
+model is trained on (``initial_epochs`` epochs, Adam), then ``updates`` chunks of
+``samples_per_update``. Before each chunk is learned, the *deployed* model is tested on it
+(prequential accuracy); then each method trains on the chunk (proactive batches: ``trigger``
+new samples topped up to ``batch_size`` from all history) and deploys:
+
+- ``full``: Adam on every weight (what ModelCI-e ships by default: the whole model);
+- ``topk:R`` / ``randomk:R``: :class:`~model_factory.sparse.SparseResidualSGD`, ``R`` of each
+  tensor per step, the residual kept across updates; the update ships the union of the entries
+  its steps changed;
+- ``dpu:K``: :func:`~model_factory.sparse.partial_update_round` (full update, contribution mask
+  of ``K`` of the weights, rewind, sparse fine-tuning, re-initialisation when the data doubled,
+  no update when it does not beat the deployed model on a validation split).
+
+Each deployment is the real patch (:mod:`plugin.replica.patch`) from the deployed state to the
+new one: bytes per update as encoded and as the DPU paper counts them, and the time a replica
+takes to decode it, apply it in place and verify the checksum. The ResNet-18-like model (about
+11M parameters) is measured for size and apply time only, on one update of random inputs.
+
+Example:
+    >>> result = run_deploy_bench(DeploySettings.quick())
+    >>> sorted(result["streams"]["mlp"]), result["streams"]["mlp"]["full"]["updates"]
+    (['dpu:0.05', 'full', 'topk:0.01'], 3)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from model_factory.proactive import History, proactive_step_batches
+from model_factory.scenarios.datasets import digits, mnist_5k
+from model_factory.sparse import ReinitRule, SparseResidualSGD, partial_update_round
+from model_factory.strategies.base import CLStrategy
+from model_factory.templates import Classifier
+from model_factory.training import fit_experience
+from plugin.replica.patch import apply, decode, diff, encode, paper_bits, state_sha256
+
+METHODS = ("full", "topk:0.01", "topk:0.001", "topk:0.0001", "randomk:0.01", "dpu:0.01",
+           "dpu:0.05", "dpu:0.1")
+
+
+@dataclass(frozen=True)
+class DeploySettings:
+    dataset: str = "mnist"
+    templates: tuple[str, ...] = ("mlp", "lenet5")
+    methods: tuple[str, ...] = METHODS
+    updates: int = 10
+    samples_per_update: int = 400
+    test_size: int = 600
+    validation_size: int = 200
+    initial_epochs: int = 5
+    epochs: int = 1
+    """Passes over each update's batches (DPU: for its full update and its fine-tuning each)."""
+    batch_size: int = 32
+    trigger: int = 10
+    learning_rate: float = 1e-3
+    sparse_learning_rate: float = 0.05
+    hidden: tuple[int, ...] = (400, 400)
+    resnet: bool = True
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def quick(cls) -> DeploySettings:
+        """A CI-sized run: sklearn digits, the MLP, three methods, three updates, no ResNet."""
+        return cls(dataset="digits", templates=("mlp",), methods=("full", "topk:0.01",
+                                                                  "dpu:0.05"),
+                   updates=3, samples_per_update=200, test_size=300, validation_size=100,
+                   initial_epochs=5, hidden=(64,), resnet=False)
+
+
+def _data(settings: DeploySettings) -> tuple[Tensor, Tensor]:
+    loader = {"mnist": mnist_5k, "digits": digits}.get(settings.dataset)
+    if loader is None:
+        raise ValueError(f"unknown dataset '{settings.dataset}' (expected mnist or digits)")
+    x, y = loader()
+    x, y = torch.tensor(np.asarray(x), dtype=torch.float32), torch.tensor(np.asarray(y))
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(settings.seed))
+    return x[order], y[order].long()
+
+
+def _state(net: nn.Module) -> dict[str, Tensor]:
+    return {name: t.detach().clone() for name, t in net.state_dict().items()}
+
+
+def _accuracy(net: nn.Module, x: Tensor, y: Tensor) -> float:
+    net.eval()
+    with torch.inference_mode():
+        return float((net(x).argmax(1) == y).float().mean())
+
+
+def _replica_apply_ms(deployed: dict[str, Tensor], blob: bytes) -> dict[str, float]:
+    """A replica's work on one patch: decode, apply in place, verify the checksum (ms)."""
+    copy = {name: t.clone() for name, t in deployed.items()}
+    start = time.perf_counter()
+    patch = decode(blob)
+    decoded = time.perf_counter()
+    result = apply(copy, patch, check=False, inplace=True)
+    applied = time.perf_counter()
+    if state_sha256(result) != patch.target_sha256:
+        raise AssertionError("the benchmark's own patch did not verify")
+    done = time.perf_counter()
+    return {"decode_ms": (decoded - start) * 1e3, "apply_ms": (applied - decoded) * 1e3,
+            "verify_ms": (done - applied) * 1e3, "total_ms": (done - start) * 1e3}
+
+
+def _method(name: str) -> tuple[str, float]:
+    kind, _, ratio = name.partition(":")
+    if kind not in ("full", "topk", "randomk", "dpu") or (kind != "full") != bool(ratio):
+        raise ValueError(f"unknown method '{name}' (expected full, topk:R, randomk:R or dpu:K)")
+    return kind, float(ratio or 1.0)
+
+
+def run_stream_method(settings: DeploySettings, template: str, method: str) -> dict[str, Any]:
+    """One method over the stream with one template (see the module doc)."""
+    kind, ratio = _method(method)
+    x, y = _data(settings)
+    n, tests, vals = settings.samples_per_update, settings.test_size, settings.validation_size
+    test_x, test_y = x[:tests], y[:tests]
+    val_x, val_y = x[tests:tests + vals], y[tests:tests + vals]
+    stream_x, stream_y = x[tests + vals:], y[tests + vals:]
+    if len(stream_x) < (settings.updates + 1) * n:
+        raise ValueError(f"the {settings.dataset} stream holds {len(stream_x)} samples; "
+                         f"{settings.updates + 1} chunks of {n} need more")
+    classes = [str(c) for c in range(int(y.max()) + 1)]
+    params = {"hidden": list(settings.hidden)} if template == "mlp" else {}
+    model = Classifier(template, tuple(x.shape[1:]), classes, params=params,
+                       seed=settings.seed, learning_rate=settings.learning_rate)
+    torch.manual_seed(settings.seed)
+    model.fit(stream_x[:n], stream_y[:n], epochs=settings.initial_epochs,
+              batch_size=settings.batch_size)
+    net = model.net
+    deployed = _state(net)
+    history = History()
+    history.append(stream_x[:n], stream_y[:n])
+    generator = torch.Generator().manual_seed(settings.seed + 1)
+    adam = torch.optim.Adam(net.parameters(), lr=settings.learning_rate)
+    sparse = SparseResidualSGD(net.named_parameters(), lr=settings.sparse_learning_rate,
+                               ratio=ratio, selector=kind, seed=settings.seed) \
+        if kind in ("topk", "randomk") else None
+    rule = ReinitRule(samples_at_last=n, seed=settings.seed)
+    dense_bytes = len(encode(diff({}, deployed, base_version=0, target_version=1)))
+    rows: list[dict[str, Any]] = []
+    for update in range(1, settings.updates + 1):
+        chunk_x, chunk_y = stream_x[update * n:(update + 1) * n], stream_y[update * n:(update + 1)
+                                                                             * n]
+        net.load_state_dict(deployed)
+        prequential = _accuracy(net, chunk_x, chunk_y)
+        batches = [(bx, by) for bx, by, _ in proactive_step_batches(
+            chunk_x, chunk_y, settings.trigger, settings.batch_size, generator, history=history)]
+        start = time.perf_counter()
+        shipped = True
+        if kind == "dpu":
+            outcome = partial_update_round(
+                net, deployed, batches, ratio, samples_seen=(update + 1) * n, rule=rule,
+                epochs_full=settings.epochs, epochs_finetune=settings.epochs,
+                lr=settings.learning_rate, seed=settings.seed + update,
+                validate=lambda candidate: _accuracy(candidate, val_x, val_y))
+            new_state, shipped = outcome.state, outcome.updated
+        else:
+            optimizer = adam if sparse is None else sparse
+            fit_experience(net, batches, CLStrategy(), optimizer, epochs=settings.epochs)
+            new_state = _state(net)
+        train_s = time.perf_counter() - start
+        patch = diff(deployed, new_state, base_version=update, target_version=update + 1)
+        blob = encode(patch)
+        replica = _replica_apply_ms(deployed, blob)
+        deployed = apply(deployed, patch, check=False)
+        net.load_state_dict(deployed)
+        rows.append({"update": update, "prequential": prequential,
+                     "test_accuracy": _accuracy(net, test_x, test_y), "train_s": train_s,
+                     "bytes": len(blob), "paper_bytes": paper_bits(patch) / 8,
+                     "changed": patch.changed_weights(), "shipped": shipped, **replica})
+    total = sum(int(t.numel()) for t in deployed.values())
+    return {"method": method, "template": template, "updates": len(rows),
+            "weights": total, "dense_bytes": dense_bytes,
+            "final_accuracy": rows[-1]["test_accuracy"],
+            "mean_prequential": float(np.mean([r["prequential"] for r in rows])),
+            "bytes_per_update": float(np.mean([r["bytes"] for r in rows])),
+            "total_bytes": int(sum(r["bytes"] for r in rows)),
+            "paper_bytes_per_update": float(np.mean([r["paper_bytes"] for r in rows])),
+            "share_of_dense": float(np.mean([r["bytes"] for r in rows])) / dense_bytes,
+            "changed_share": float(np.mean([r["changed"] for r in rows])) / total,
+            "train_s_per_update": float(np.mean([r["train_s"] for r in rows])),
+            "apply_ms": float(np.median([r["total_ms"] for r in rows])),
+            "rows": rows}
+
+
+def resnet_sizes(settings: DeploySettings) -> dict[str, Any]:
+    """Patch bytes and replica apply time on the ~11M-parameter ResNet-18-like model after one
+    update on random 3x32x32 inputs (size, not accuracy)."""
+    torch.manual_seed(settings.seed)
+    model = Classifier("resnet18", (3, 32, 32), [str(c) for c in range(10)], seed=settings.seed)
+    net = model.net
+    start_state = _state(net)
+    generator = torch.Generator().manual_seed(settings.seed)
+    batches = [(torch.randn(16, 3, 32, 32, generator=generator),
+                torch.randint(0, 10, (16,), generator=generator)) for _ in range(4)]
+    dense = len(encode(diff({}, start_state, base_version=0, target_version=1)))
+    out: dict[str, Any] = {"weights": sum(int(t.numel()) for t in start_state.values()),
+                           "dense_bytes": dense, "methods": {}}
+    for method in settings.methods:
+        kind, ratio = _method(method)
+        net.load_state_dict(start_state)
+        begin = time.perf_counter()
+        if kind == "dpu":
+            new_state = partial_update_round(net, start_state, batches, ratio, samples_seen=0,
+                                             rule=None, epochs_full=1, epochs_finetune=1,
+                                             lr=settings.learning_rate).state
+        else:
+            optimizer: torch.optim.Optimizer = torch.optim.Adam(
+                net.parameters(), lr=settings.learning_rate) if kind == "full" else \
+                SparseResidualSGD(net.named_parameters(), lr=settings.sparse_learning_rate,
+                                  ratio=ratio, selector=kind, seed=settings.seed)
+            fit_experience(net, batches, CLStrategy(), optimizer)
+            new_state = _state(net)
+        train_s = time.perf_counter() - begin
+        patch = diff(start_state, new_state, base_version=1, target_version=2)
+        blob = encode(patch)
+        timings = [_replica_apply_ms(start_state, blob) for _ in range(5)]
+        out["methods"][method] = {
+            "bytes": len(blob), "paper_bytes": paper_bits(patch) / 8,
+            "changed": patch.changed_weights(), "share_of_dense": len(blob) / dense,
+            "train_s": train_s,
+            **{key: float(np.median([t[key] for t in timings])) for key in timings[0]}}
+    return out
+
+
+def run_deploy_bench(settings: DeploySettings) -> dict[str, Any]:
+    """Every method on every template's stream, and the ResNet sizes (see the module doc)."""
+    torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
+    streams = {template: {method: run_stream_method(settings, template, method)
+                          for method in settings.methods}
+               for template in settings.templates}
+    return {"settings": asdict(settings), "streams": streams,
+            "resnet18": resnet_sizes(settings) if settings.resnet else None,
+            "load_average": list(os.getloadavg())}
+
+
+def write_plots(result: dict[str, Any], out_dir: Any) -> list[Any]:
+    """Accuracy against bytes per update, and prequential accuracy per update (PNG)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for template, methods in result["streams"].items():
+        figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+        for method, run in methods.items():
+            left.scatter(run["bytes_per_update"], 100 * run["final_accuracy"], label=method)
+            right.plot([r["update"] for r in run["rows"]],
+                       [100 * r["prequential"] for r in run["rows"]], marker="o", label=method)
+        left.set_xscale("log")
+        left.set_xlabel("bytes per update (log)")
+        left.set_ylabel("final test accuracy (%)")
+        right.set_xlabel("update")
+        right.set_ylabel("prequential accuracy (%)")
+        right.legend(fontsize=7)
+        figure.suptitle(f"{template}: accuracy against bytes shipped")
+        figure.tight_layout()
+        path = out_dir / f"deploy-{template}.png"
+        figure.savefig(path, dpi=110)
+        plt.close(figure)
+        paths.append(path)
+    return paths
