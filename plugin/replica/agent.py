@@ -13,7 +13,8 @@ them strictly in order. What it refuses, and what it does instead:
 | a corrupt patch (its own sha256 fails), a patch for another base, or a result whose checksum differs from the server's | fetches it again; after three failures, the snapshot |
 
 It holds the model twice. A patch is applied in place to the standby copy, whose checksum
-(:func:`~plugin.replica.patch.state_sha256`) must then equal the server's; only then do
+(:class:`~plugin.replica.patch.StateDigest`, updated for the blocks the patch wrote) must then
+equal the server's; only then do
 requests switch to it, and the other copy catches up once the requests still using it have
 finished. So a request is only ever answered by a state whose checksum the server published.
 
@@ -39,7 +40,7 @@ import requests
 import torch
 from torch import nn
 
-from plugin.replica.patch import Patch, PatchError, State, apply, decode, state_sha256
+from plugin.replica.patch import Patch, PatchError, State, StateDigest, apply, decode
 
 log = logging.getLogger(__name__)
 ATTEMPTS = 3
@@ -56,6 +57,7 @@ class _Copy:
 
     net: nn.Module
     weights: State  # the net's own tensors: writing them changes the net
+    digest: StateDigest
     users: int = 0
     idle: threading.Condition = field(default_factory=threading.Condition)
 
@@ -228,22 +230,24 @@ class ReplicaAgent:
         reshaped = any(c.full for c in patch.changes) or patch.removed
         if reshaped:  # new or reshaped tensors (e.g. new classes): rebuild both copies
             state = apply(self._copies[self._active].weights, patch, check=False)
-            if state_sha256(state) != patch.target_sha256:
+            digest = StateDigest(state)
+            if digest.hexdigest() != patch.target_sha256:
                 raise PatchError(f"patch {patch.sequence}: the result's checksum differs "
                                  f"from the server's")
-            self._install(state, patch)
+            self._install(state, patch, digest)
         else:
-            standby = self._copies[1 - self._active]
+            active, standby = self._copies[self._active], self._copies[1 - self._active]
             self._wait_idle(standby)
             apply(standby.weights, patch, check=False, inplace=True)
-            if state_sha256(standby.weights) != patch.target_sha256:
-                self._copy_into(standby, self._copies[self._active].weights)  # undo
+            standby.digest.update(standby.weights, patch)
+            if standby.digest.hexdigest() != patch.target_sha256:
+                self._copy_into(standby, active)  # undo: the standby equals the active again
                 raise PatchError(f"patch {patch.sequence}: the result's checksum differs "
                                  f"from the server's")
             self._switch(1 - self._active, patch)
-            old = self._copies[1 - self._active]
-            self._wait_idle(old)
-            apply(old.weights, patch, check=False, inplace=True)
+            self._wait_idle(active)
+            apply(active.weights, patch, check=False, inplace=True)
+            active.digest = standby.digest.copy()
         self.apply_ms.append((time.perf_counter() - start) * 1000)
 
     def _load_snapshot(self) -> None:
@@ -251,9 +255,10 @@ class ReplicaAgent:
             try:
                 patch = decode(self._get_bytes("/snapshot"))
                 state = apply({}, patch, check=False)
-                if state_sha256(state) != patch.target_sha256:
+                digest = StateDigest(state)
+                if digest.hexdigest() != patch.target_sha256:
                     raise PatchError("snapshot: its state's checksum differs from the server's")
-                self._install(state, patch)
+                self._install(state, patch, digest)
                 self.counts["snapshots"] += 1
                 return
             except PatchError as exc:
@@ -261,7 +266,7 @@ class ReplicaAgent:
                 log.warning("replica %s: snapshot refused: %s", self.service, exc)
         raise SyncFailed("no valid snapshot after three tries")
 
-    def _install(self, state: State, patch: Patch) -> None:
+    def _install(self, state: State, patch: Patch, digest: StateDigest) -> None:
         from model_factory.templates.networks import build_network
 
         meta = patch.meta
@@ -271,7 +276,7 @@ class ReplicaAgent:
                                 **meta.get("params", {}))
             net.load_state_dict(state)
             net.eval()
-            copies.append(_Copy(net, net.state_dict(keep_vars=False)))
+            copies.append(_Copy(net, net.state_dict(keep_vars=False), digest.copy()))
         standby = 1 - self._active if self._copies else 0
         if self._copies:
             self._wait_idle(self._copies[standby])
@@ -302,9 +307,10 @@ class ReplicaAgent:
             copy.idle.wait_for(lambda: copy.users == 0)
 
     @staticmethod
-    def _copy_into(copy: _Copy, weights: State) -> None:
+    def _copy_into(copy: _Copy, source: _Copy) -> None:
         for name, tensor in copy.weights.items():
-            tensor.copy_(weights[name])
+            tensor.copy_(source.weights[name])
+        copy.digest = source.digest.copy()
 
     # -- HTTP --------------------------------------------------------------------------------
     def _url(self, path: str) -> str:

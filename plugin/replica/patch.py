@@ -13,7 +13,7 @@ Wire format (little-endian)::
     b"MCIP" | u16 format (1) | u16 header bytes | header (JSON, UTF-8) | body | sha256 (32 bytes)
 
 The header names the versions, the model's metadata (template, classes...), the ``sha256`` of
-the base and of the resulting state (:func:`state_sha256`) and, per tensor, its dtype, shape and
+the base and of the resulting state (:class:`StateDigest`) and, per tensor, its dtype, shape and
 byte counts in the body. Per sparse tensor the body holds its indices, delta-encoded (first index,
 then gaps) in the narrowest unsigned integer that holds them and zlib-compressed, then its
 values as raw fp32, or fp16 for a patch made with ``values="fp16"`` (floating tensors only; the
@@ -46,7 +46,6 @@ import json
 import math
 import struct
 import zlib
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -56,8 +55,6 @@ from torch import Tensor
 
 MAGIC = b"MCIP"
 FORMAT_VERSION = 1
-_CHUNK = 1 << 20  # elements per hashed chunk: chunks hash in parallel (hashlib drops the GIL)
-_HASH_THREADS = 2
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "float16": torch.float16, "float64": torch.float64,
     "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32,
@@ -116,6 +113,13 @@ class Patch:
 
 # -- the state checksum ------------------------------------------------------------------------
 
+_BLOCK_BYTES = 256
+_WORDS = _BLOCK_BYTES // 8
+# A fixed odd constant per word position in a block, so that moving a word changes its hash.
+_SALTS = (np.arange(1, _WORDS + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)) \
+    | np.uint64(1)
+
+
 def _bytes(tensor: Tensor) -> memoryview:
     flat = tensor.detach().contiguous().reshape(-1)
     if flat.dtype == torch.bfloat16:
@@ -123,27 +127,79 @@ def _bytes(tensor: Tensor) -> memoryview:
     return memoryview(flat.numpy()).cast("B")
 
 
+def _mix(words: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser, elementwise (uint64, wrapping)."""
+    words = words ^ (words >> np.uint64(30))
+    words = words * np.uint64(0xBF58476D1CE4E5B9)
+    words = words ^ (words >> np.uint64(27))
+    words = words * np.uint64(0x94D049BB133111EB)
+    return words ^ (words >> np.uint64(31))
+
+
+def _blocks(tensor: Tensor, which: np.ndarray | None = None) -> np.ndarray:
+    """The 64-bit hash of each 256-byte block of ``tensor``'s bytes (the last one zero-padded),
+    or of the blocks numbered ``which``: the mixed words of a block, each salted by its
+    position, summed."""
+    raw = np.frombuffer(_bytes(tensor), dtype=np.uint8)
+    count = max(1, -(-len(raw) // _BLOCK_BYTES))
+    if len(raw) != count * _BLOCK_BYTES:  # a copy only for tensors not a whole number of blocks
+        raw = np.concatenate([raw, np.zeros(count * _BLOCK_BYTES - len(raw), dtype=np.uint8)])
+    words = raw.view(np.uint64).reshape(count, _WORDS)
+    if which is not None:
+        words = words[which]
+    with np.errstate(over="ignore"):
+        return _mix(words ^ _SALTS).sum(axis=1, dtype=np.uint64)
+
+
+class StateDigest:
+    """The checksum of a whole state, kept up to date as patches write into it.
+
+    The state is cut, tensor by tensor, into 256-byte blocks; each block gets a 64-bit hash
+    (its words mixed by splitmix64's finaliser, salted by position, summed); the checksum is the
+    sha256 over, for each tensor by name, its name, dtype and shape and its blocks' hashes. A
+    sparse patch changes few blocks, so :meth:`update` re-hashes only those: checking a patch of
+    0.1% of an 11M-weight model costs milliseconds instead of hashing 44 MB. The block hash is
+    not cryptographic (it catches corruption and mistakes, not an adversary); a patch's own
+    bytes are covered by a real sha256 (:func:`decode`).
+    """
+
+    def __init__(self, state: State):
+        self._meta = {name: (_NAMES[t.dtype], tuple(t.shape)) for name, t in state.items()}
+        self._hashes = {name: _blocks(t) for name, t in state.items()}
+
+    def update(self, state: State, patch: Patch) -> None:
+        """Follow ``patch``, already applied to ``state``."""
+        for name in patch.removed:
+            self._meta.pop(name, None)
+            self._hashes.pop(name, None)
+        for change in patch.changes:
+            tensor = state[change.name]
+            if change.full or change.name not in self._hashes:
+                self._meta[change.name] = (_NAMES[tensor.dtype], tuple(tensor.shape))
+                self._hashes[change.name] = _blocks(tensor)
+                continue
+            assert change.indices is not None
+            touched = np.unique(change.indices.numpy() * tensor.element_size() // _BLOCK_BYTES)
+            self._hashes[change.name][touched] = _blocks(tensor, touched)
+
+    def hexdigest(self) -> str:
+        outer = hashlib.sha256()
+        for name in sorted(self._hashes):
+            dtype, shape = self._meta[name]
+            outer.update(json.dumps([name, dtype, list(shape)]).encode())
+            outer.update(self._hashes[name].tobytes())
+        return outer.hexdigest()
+
+    def copy(self) -> StateDigest:
+        other = StateDigest({})
+        other._meta = dict(self._meta)
+        other._hashes = {name: hashes.copy() for name, hashes in self._hashes.items()}
+        return other
+
+
 def state_sha256(state: State) -> str:
-    """The checksum of a whole state: sha256 over, for each tensor by name, its name, dtype,
-    shape and the sha256 of each chunk of 2**20 elements of its bytes. Chunks hash on two
-    threads, so a 44 MB state takes about half the time of one sha256 over it."""
-    names = sorted(state)
-    jobs: list[tuple[str, int, memoryview]] = []
-    for name in names:
-        data = _bytes(state[name])
-        step = _CHUNK * state[name].element_size()
-        jobs += [(name, i, data[i:i + step]) for i in range(0, max(len(data), 1), step)]
-    with ThreadPoolExecutor(_HASH_THREADS) as pool:
-        digests = list(pool.map(lambda job: hashlib.sha256(job[2]).digest(), jobs))
-    outer = hashlib.sha256()
-    position = 0
-    for name in names:
-        tensor = state[name]
-        outer.update(json.dumps([name, _NAMES[tensor.dtype], list(tensor.shape)]).encode())
-        while position < len(jobs) and jobs[position][0] == name:
-            outer.update(digests[position])
-            position += 1
-    return outer.hexdigest()
+    """The checksum of a whole state (see :class:`StateDigest`)."""
+    return StateDigest(state).hexdigest()
 
 
 # -- making and applying patches ---------------------------------------------------------------
