@@ -285,3 +285,39 @@ def test_several_challengers_compete_and_the_best_passing_one_is_deployed(
                                                       else None)
     logs = " ".join(line.message for line in store.job_logs(job.id))
     assert f"version {best['version']} goes on" in logs
+
+
+def test_partial_and_sparse_deployment_modes_change_few_weights(
+        setup: tuple[JobQueue, ServiceCollector], store: MongoStore) -> None:
+    from model_factory.templates.artifact import read_state
+
+    queue, collector = setup
+    next_id = feed(collector, {0, 1, 2, 3, 4}, 0)
+    assert run_update(queue, store).result["outcome"] == "deployed"  # v1: every weight
+
+    def weights(version: int) -> dict:
+        return read_state(store.get_version("digits", version).artifact_uri)["weights"]
+
+    def changed_share(a: int, b: int) -> float:
+        old, new = weights(a), weights(b)
+        changed = sum(int((old[k] != new[k]).sum()) for k in old)
+        return changed / sum(t.numel() for t in old.values())
+
+    for version, mode, ratio in ((2, "partial", 0.05), (3, "sparse", 0.002), (4, "sparse", 0.002)):
+        store.upsert_service(service_record(CONFIG.model_copy(update={
+            "deployment": CONFIG.deployment.model_copy(update={"mode": mode, "ratio": ratio})})))
+        next_id = feed(collector, {0, 1, 2, 3, 4}, next_id)  # more of the same classes: NI
+        job = run_update(queue, store)
+        assert job.status == "succeeded", job.error
+        record = store.get_version("digits", version)
+        assert record.metrics["train"]["deploy_mode"] == mode
+        parent = record.parent_version
+        share = changed_share(parent, version)
+        if mode == "partial":
+            assert 0 < share <= ratio + 1e-9  # the mask: ratio of the weights, the rest rewound
+        else:  # each step changes ratio of each tensor; the job ships the union of its steps
+            assert 0 < share < 0.5
+        if mode == "sparse":
+            assert Path(record.artifact_uri).with_suffix(".residual.pt").is_file()
+        logs = " ".join(line.message for line in store.job_logs(job.id))
+        assert f"({mode} update)" in logs or "partial update:" in logs

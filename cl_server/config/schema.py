@@ -364,7 +364,12 @@ class CanaryConfig(Section):
 class DeploymentConfig(Section):
     mode: choice("deployment mode", DEPLOY_MODES) = "full"  # type: ignore[valid-type]
     ratio: Annotated[float, Field(gt=0, le=1)] = Field(
-        0.01, description="Share of weights shipped by sparse and partial updates.")
+        0.01, description="sparse: share of each tensor a training step changes (top-k with "
+        "residual memory); partial: share of the weights an update changes (Deep Partial "
+        "Updating).")
+    sparse_learning_rate: float = Field(
+        0.05, gt=0, description="Step size of sparse training (plain SGD steps with residual "
+        "memory, so larger than an Adam learning rate).")
     rollout: choice("rollout", ROLLOUTS) = Field(  # type: ignore[valid-type]
         "direct", description="After the offline gates: direct (promote), shadow (mirror "
         "validation.shadow_requests requests to the challenger first) or canary (send "

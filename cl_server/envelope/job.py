@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from pydantic import Field, JsonValue
 
 from cl_server.config.schema import ServiceConfig
@@ -43,7 +44,12 @@ from cl_server.envelope.data import (
     to_tensor,
 )
 from cl_server.envelope.rollout import roll_out
-from cl_server.envelope.train import Training, starting_model, train
+from cl_server.envelope.train import (
+    Training,
+    continues_from_champion,
+    starting_model,
+    train,
+)
 from cl_server.queue.kinds import JobContext, KindParams, job_kind
 from cl_server.scenario_switch import ScenarioSwitch
 from cl_server.store import ModelVersion, Service, Store, Validation
@@ -209,7 +215,11 @@ def _challenger(ctx: JobContext, config: ServiceConfig, params: CLUpdateParams,
     store = ctx.store
     model = starting_model(config, champion, scenario, params.seed, classes_seen)
     ctx.check_cancelled()
-    stats = train(model, config, training, scenario, params.seed, ctx.log, ctx.check_cancelled)
+    continues = continues_from_champion(config, champion, scenario)
+    stats = train(model, config, training, scenario, params.seed, ctx.log, ctx.check_cancelled,
+                  deployed=champion.net.state_dict() if continues else None,
+                  residual=_residual(champion_record) if continues else None)
+    residual = stats.pop("residual", None)
     record = store.add_version(ModelVersion(
         service=service.name, version=0,
         parent_version=champion_record.version if champion_record else None,
@@ -226,6 +236,8 @@ def _challenger(ctx: JobContext, config: ServiceConfig, params: CLUpdateParams,
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"v{record.version}.pt"
     sha = model.export(path)
+    if residual is not None:  # the next sparse job of this lineage goes on from it
+        torch.save(residual, path.with_suffix(".residual.pt"))
     store.update_version(service.name, record.version, artifact_uri=str(path),
                          artifact_sha256=sha, artifact_bytes=path.stat().st_size)
     ctx.log(f"challenger version {record.version} ({config.cl.strategy.name}): {path} "
@@ -245,6 +257,14 @@ def _challenger(ctx: JobContext, config: ServiceConfig, params: CLUpdateParams,
         f"{g.name} {'pass' if g.passed else 'FAIL'}" for g in report.gates))
     store.update_version(service.name, record.version, metrics=metrics)
     return _Contender(record.version, config.cl.strategy.name, path, validation, report, metrics)
+
+
+def _residual(champion: ModelVersion | None) -> dict[str, Any] | None:
+    """The sparse residual the champion's job left beside its artifact, if any."""
+    if champion is None or not champion.artifact_uri:
+        return None
+    path = Path(champion.artifact_uri).with_suffix(".residual.pt")
+    return torch.load(path, weights_only=True) if path.is_file() else None
 
 
 def _hyperparameters(config: ServiceConfig) -> dict[str, JsonValue]:

@@ -12,13 +12,23 @@
   the new data; ``proactive`` walks the new data with Algorithm 1 of Prapas et al. (t new +
   b - t from history per step); ``full-retrain`` always retrains from scratch.
 
+- The deployment mode (``deployment.mode``), when the challenger continues from the champion
+  with the same layers: ``sparse`` trains with top-k sparse steps and residual memory
+  (:class:`~model_factory.sparse.SparseResidualSGD`, ``deployment.ratio`` of each tensor per
+  step; the residual carries over from the champion's job), so the update changes few weights;
+  ``partial`` runs Deep Partial Updating (:func:`~model_factory.sparse.partial_update`: a full
+  update, then only ``deployment.ratio`` of the weights kept, rewound elsewhere to the
+  champion's, and fine-tuned). Otherwise (a fresh model, new classes) every weight trains and
+  the log says so.
+
 A non-finite loss stops the job with an error naming the epoch and batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -26,6 +36,7 @@ from cl_server.config.schema import ServiceConfig
 from model_factory.proactive import History, proactive_step_batches
 from model_factory.rehearsal import make_buffer
 from model_factory.rehearsal.mixing import mixed_batches
+from model_factory.sparse import SparseResidualSGD, partial_update
 from model_factory.strategies import STRATEGIES, make_strategy
 from model_factory.templates import Classifier, prebatched
 
@@ -42,12 +53,17 @@ class Training:
     history_labels: list[str]
 
 
+def continues_from_champion(config: ServiceConfig, champion: Classifier | None,
+                            scenario: str) -> bool:
+    """Whether the challenger starts from the champion's weights (else from fresh ones)."""
+    return not (champion is None or config.cl.mode == "stateless" or scenario == "retrain"
+                or config.cl.strategy.name == "full-retrain")
+
+
 def starting_model(config: ServiceConfig, champion: Classifier | None, scenario: str,
                    seed: int, classes_seen: list[str]) -> Classifier:
     """The champion to continue from, or a fresh model knowing ``classes_seen``."""
-    fresh = (champion is None or config.cl.mode == "stateless" or scenario == "retrain"
-             or config.cl.strategy.name == "full-retrain")
-    if not fresh:
+    if continues_from_champion(config, champion, scenario):
         assert champion is not None
         return Classifier.from_state(champion.state(include_optimizer=True))
     return Classifier(config.model.template, tuple(config.model.input.shape), classes_seen,
@@ -56,8 +72,13 @@ def starting_model(config: ServiceConfig, champion: Classifier | None, scenario:
 
 
 def train(model: Classifier, config: ServiceConfig, data: Training, scenario: str, seed: int,
-          log: Callable[[str], None], check_cancelled: Callable[[], None]) -> dict[str, float]:
-    """Train ``model`` in place; returns training statistics (seconds, samples, loss)."""
+          log: Callable[[str], None], check_cancelled: Callable[[], None],
+          deployed: Mapping[str, torch.Tensor] | None = None,
+          residual: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``model`` in place; returns training statistics (seconds, samples, loss, the
+    deployment mode used and, for ``sparse``, the residual to keep for the next job).
+    ``deployed``: the champion's weights when ``model`` continues from them; ``residual``: the
+    champion job's sparse residual."""
     cl = config.cl
     present = set(data.history_labels) | set(data.new_labels)
     unseen = [c for c in config.model.classes if c in present and c not in model.classes]
@@ -109,10 +130,50 @@ def train(model: Classifier, config: ServiceConfig, data: Training, scenario: st
             batches += [(new_x[order[i:i + cl.batch_size]], new_y[order[i:i + cl.batch_size]])
                         for i in range(0, len(new_x), cl.batch_size)]
     check_cancelled()
-    # One fit over every epoch's batches: the strategy sees one experience (its hooks run once).
-    stats = model.fit(new_x, new_y, strategy=strategy, loader=prebatched(batches))
+    mode = _deploy_mode(config, model, deployed, log)
+    extra: dict[str, Any] = {"deploy_mode": mode}
+    if mode == "partial":
+        assert deployed is not None
+        update = partial_update(model, deployed, batches, config.deployment.ratio,
+                                epochs_full=1, epochs_finetune=1, lr=cl.learning_rate,
+                                seed=seed)
+        stats = {"wall_s": update.seconds["total"], "mean_loss": None}  # DPU reports no loss
+        log(f"partial update: {update.reason}")
+    else:
+        optimizer = None
+        if mode == "sparse":
+            optimizer = SparseResidualSGD(model.net.named_parameters(),
+                                          lr=config.deployment.sparse_learning_rate,
+                                          ratio=config.deployment.ratio, selector="topk",
+                                          seed=seed)
+            if residual is not None:
+                optimizer.load_state_dict(residual)
+        # One fit over every epoch's batches: the strategy sees one experience (hooks run once).
+        stats = model.fit(new_x, new_y, strategy=strategy, loader=prebatched(batches),
+                          optimizer=optimizer)
+        if optimizer is not None:
+            extra["residual"] = optimizer.state_dict()
     check_cancelled()
+    loss = stats["mean_loss"]
     log(f"trained {cl.epochs} epochs, {len(batches)} batches, "
-        f"{sum(len(x) for x, _ in batches)} samples: mean loss {stats['mean_loss']:.4f}")
+        f"{sum(len(x) for x, _ in batches)} samples ({mode} update)"
+        + ("" if loss is None else f": mean loss {loss:.4f}"))
     return {"seconds": stats["wall_s"], "batches": float(len(batches)),
-            "samples": float(sum(len(x) for x, _ in batches)), "loss": stats["mean_loss"]}
+            "samples": float(sum(len(x) for x, _ in batches)), "loss": stats["mean_loss"],
+            **extra}
+
+
+def _deploy_mode(config: ServiceConfig, model: Classifier,
+                 deployed: Mapping[str, torch.Tensor] | None,
+                 log: Callable[[str], None]) -> str:
+    """``deployment.mode`` when the model continues from the champion's layers, else full."""
+    mode = config.deployment.mode
+    if mode == "full":
+        return mode
+    current = model.net.state_dict()
+    if deployed is None or set(deployed) != set(current) or any(
+            deployed[name].shape != current[name].shape for name in current):
+        log(f"deployment mode {mode} needs the champion's layers unchanged (a first version, a "
+            f"retrain or new classes change them): this update trains every weight")
+        return "full"
+    return mode

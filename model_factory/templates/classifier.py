@@ -167,11 +167,14 @@ class Classifier:
                                  "new classes")
 
     def fit(self, x: Tensor, y: Tensor, *, strategy: CLStrategy | None = None, epochs: int = 1,
-            batch_size: int = 64, loader: DataLoader | None = None) -> dict[str, float]:
+            batch_size: int = 64, loader: DataLoader | None = None,
+            optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
         """Train on one experience; returns wall time (s), batches, mean loss and penalty.
 
         ``loader`` replaces the default shuffled loader over ``(x, y)`` (e.g. to mix in rehearsal
-        samples); ``strategy`` defaults to naive fine-tuning.
+        samples); ``strategy`` defaults to naive fine-tuning. ``optimizer`` (over ``self.net``'s
+        parameters, e.g. a :class:`~model_factory.sparse.SparseResidualSGD` kept across updates)
+        trains this fit instead of the model's own optimizer, whose state is left as it is.
         """
         self._check_inputs(x, y)
         if len(x) == 0:
@@ -183,7 +186,7 @@ class Classifier:
         if loader is None:
             loader = DataLoader(TensorDataset(x, y.long()), batch_size=batch_size, shuffle=True,
                                 generator=generator)
-        lit = _Lit(self.net, strategy, self._optimizer)
+        lit = _Lit(self.net, strategy, self._optimizer if optimizer is None else optimizer)
         trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
                              enable_progress_bar=False, enable_checkpointing=False,
                              enable_model_summary=False, num_sanity_val_steps=0)
