@@ -20,7 +20,6 @@ import os
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +28,6 @@ from typing import Any
 LAUNCH_ARGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
                "--no-first-run", "--disable-background-networking",
                "--disable-component-update", "--disable-sync")
-_CONFIG = """
-name: digits
-engine: {kind: triton, model_name: digits}
-model: {template: mlp, input: {shape: [64]}, classes: ["0","1","2","3","4","5","6","7","8","9"]}
-triggers: {rules: []}
-server: {port: 0}
-"""
 _ROWS_SHOWN = """(n) => document.querySelectorAll('[data-testid=service-row]').length >= n
                  && performance.now()"""
 _NAVIGATION = """() => { const n = performance.getEntriesByType('navigation')[0];
@@ -62,11 +54,8 @@ def run_dashboard_bench(settings: DashboardBenchSettings) -> dict[str, Any]:
 
     from cl_server.api.routes.web import web_dist
     from cl_server.auth import issue_token
-    from cl_server.config import parse_config
-    from cl_server.deploy import ENV_DATA_DIR
-    from cl_server.runtime import ServerRuntime
-    from cl_server.store import MongoStore, User
-    from evaluator.dashboard_seed import seed_history
+    from cl_server.store import User
+    from evaluator.dashboard_seed import seeded_server
 
     dist = web_dist()
     if not (dist / "index.html").is_file():
@@ -75,37 +64,20 @@ def run_dashboard_bench(settings: DashboardBenchSettings) -> dict[str, Any]:
     chromium = settings.chromium or shutil.which("chromium")
     if chromium is None:
         raise RuntimeError("no chromium on PATH (Debian: apt-get install chromium)")
-    with tempfile.TemporaryDirectory(prefix="modelci-dashboard-bench-") as tmp:
-        data = Path(tmp)
-        previous = os.environ.get(ENV_DATA_DIR)
-        os.environ[ENV_DATA_DIR] = str(data)
-        runtime = ServerRuntime(parse_config(_CONFIG, env={}), data_dir=data, workers=0)
-        started = runtime.start()
-        server = threading.Thread(target=runtime.serve_forever, daemon=True)
-        server.start()
-        store = MongoStore(started.store_uri, runtime.config.store.database)
-        try:
-            seed_history(store, data / "artifacts")
-            store.add_user(User(name="bench", role="viewer"))
-            token = issue_token(store, "bench", "dashboard benchmark")[1]
-            services = len(store.list_services())
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=chromium,
-                                                     args=list(LAUNCH_ARGS))
-                try:
-                    loads = {f"{w}x{h}": _loads(browser, started.url, token, services,
-                                                (w, h), settings.runs)
-                             for w, h in settings.viewports}
-                finally:
-                    browser.close()
-        finally:
-            store.close()
-            runtime.stop()
-            server.join(timeout=10)
-            if previous is None:
-                os.environ.pop(ENV_DATA_DIR, None)
-            else:
-                os.environ[ENV_DATA_DIR] = previous
+    with tempfile.TemporaryDirectory(prefix="modelci-dashboard-bench-") as tmp, \
+            seeded_server(Path(tmp)) as live:
+        live.store.add_user(User(name="bench", role="viewer"))
+        token = issue_token(live.store, "bench", "dashboard benchmark")[1]
+        services = len(live.store.list_services())
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium,
+                                                 args=list(LAUNCH_ARGS))
+            try:
+                loads = {f"{w}x{h}": _loads(browser, live.url, token, services, (w, h),
+                                            settings.runs)
+                         for w, h in settings.viewports}
+            finally:
+                browser.close()
     sizes = bundle_sizes(dist)
     return {"runs": settings.runs, "services": services, "first_load_ms": loads,
             "bundle_gzip_bytes": sum(sizes.values()), "bundle_files": sizes,

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -201,3 +205,47 @@ def seed_history(store: Store, artifacts: Path, now: datetime | None = None) -> 
     return Seeded(service="digits", champion=4, versions=[1, 2, 3, 4], rejected=3,
                   card_version=2, card_gate_value=0.47, card_new_per_class=new_per_class,
                   jobs=[j2.id, j3.id, j4.id, failed.id])
+
+
+SERVER_CONFIG = """
+name: digits
+engine: {kind: triton, model_name: digits}
+model: {template: mlp, input: {shape: [64]}, classes: ["0","1","2","3","4","5","6","7","8","9"]}
+triggers: {rules: []}
+server: {port: 0}
+"""
+
+
+@dataclass
+class SeededServer:
+    url: str
+    store: Store
+    seeded: Seeded
+
+
+@contextmanager
+def seeded_server(data_dir: Path) -> Iterator[SeededServer]:
+    """The real CL server (``ServerRuntime``: waitress, the embedded Redis and store, no
+    worker) under ``data_dir``, with the history seeded; stopped on exit."""
+    from cl_server.config import parse_config
+    from cl_server.deploy import ENV_DATA_DIR
+    from cl_server.runtime import ServerRuntime
+    from cl_server.store import MongoStore
+
+    previous = os.environ.get(ENV_DATA_DIR)
+    os.environ[ENV_DATA_DIR] = str(data_dir)  # where the API looks for routing tables
+    runtime = ServerRuntime(parse_config(SERVER_CONFIG, env={}), data_dir=data_dir, workers=0)
+    started = runtime.start()
+    server = threading.Thread(target=runtime.serve_forever, daemon=True)
+    server.start()
+    store = MongoStore(started.store_uri, runtime.config.store.database)
+    try:
+        yield SeededServer(started.url, store, seed_history(store, data_dir / "artifacts"))
+    finally:
+        store.close()
+        runtime.stop()
+        server.join(timeout=10)
+        if previous is None:
+            os.environ.pop(ENV_DATA_DIR, None)
+        else:
+            os.environ[ENV_DATA_DIR] = previous

@@ -42,8 +42,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from evaluator.stream_bench import stream_data
 from model_factory.proactive import History, proactive_step_batches
-from model_factory.scenarios.datasets import digits, mnist_5k
 from model_factory.sparse import ReinitRule, SparseResidualSGD, partial_update_round
 from model_factory.strategies.base import CLStrategy
 from model_factory.templates import Classifier
@@ -61,8 +61,8 @@ class DeploySettings:
     methods: tuple[str, ...] = METHODS
     updates: int = 10
     samples_per_update: int = 400
-    test_size: int = 600
-    validation_size: int = 200
+    test_size: int = 500
+    validation_size: int = 100
     initial_epochs: int = 5
     epochs: int = 1
     """Passes over each update's proactive batches (full, top-k, random-k)."""
@@ -83,16 +83,6 @@ class DeploySettings:
                                                                   "dpu:0.05"),
                    updates=3, samples_per_update=200, test_size=300, validation_size=100,
                    initial_epochs=5, warm_epochs=2, hidden=(64,), resnet=False)
-
-
-def _data(settings: DeploySettings) -> tuple[Tensor, Tensor]:
-    loader = {"mnist": mnist_5k, "digits": digits}.get(settings.dataset)
-    if loader is None:
-        raise ValueError(f"unknown dataset '{settings.dataset}' (expected mnist or digits)")
-    x, y = loader()
-    x, y = torch.tensor(np.asarray(x), dtype=torch.float32), torch.tensor(np.asarray(y))
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(settings.seed))
-    return x[order], y[order].long()
 
 
 def _state(net: nn.Module) -> dict[str, Tensor]:
@@ -155,7 +145,7 @@ def _shuffled(x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator,
 def run_stream_method(settings: DeploySettings, template: str, method: str) -> dict[str, Any]:
     """One method over the stream with one template (see the module doc)."""
     kind, ratio = _method(method)
-    x, y = _data(settings)
+    x, y = stream_data(settings.dataset, settings.seed)
     n, tests, vals = settings.samples_per_update, settings.test_size, settings.validation_size
     test_x, test_y = x[:tests], y[:tests]
     val_x, val_y = x[tests:tests + vals], y[tests:tests + vals]

@@ -64,19 +64,21 @@ class StreamResult:
                 "wall_last_over_first": self.wall_s[-1] / self.wall_s[0]}
 
 
-def _data(settings: StreamSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    loader = {"mnist": mnist_5k, "digits": digits}.get(settings.dataset)
+def stream_data(dataset: str, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The shuffled stream of ``dataset`` (``mnist``: MNIST-5k, ``digits``: sklearn's 8x8):
+    inputs (float32, pixels in [0, 1]) and class indices, in the order ``seed`` gives."""
+    loader = {"mnist": mnist_5k, "digits": digits}.get(dataset)
     if loader is None:
-        raise ValueError(f"unknown dataset '{settings.dataset}' (expected mnist or digits)")
+        raise ValueError(f"unknown dataset '{dataset}' (expected mnist or digits)")
     x, y = loader()
     x, y = torch.tensor(np.asarray(x), dtype=torch.float32), torch.tensor(np.asarray(y))
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(settings.seed))
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
     return x[order], y[order].long()
 
 
 def run_stream(settings: StreamSettings) -> dict[str, StreamResult]:
     """Run proactive, online and full retraining over the same stream; see the module doc."""
-    x, y = _data(settings)
+    x, y = stream_data(settings.dataset, settings.seed)
     needed = (settings.updates + 1) * settings.samples_per_update + settings.test_size
     if needed > len(x):
         raise ValueError(f"1 + {settings.updates} chunks x {settings.samples_per_update} samples + "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,22 +20,11 @@ from playwright import sync_api as playwright_api
 
 from cl_server.api.routes.web import web_dist
 from cl_server.auth import issue_token
-from cl_server.config import parse_config
-from cl_server.deploy import ENV_DATA_DIR
-from cl_server.runtime import ServerRuntime
 from cl_server.store import MongoStore, User
-from evaluator.dashboard_seed import Seeded, seed_history
+from evaluator.dashboard_bench import LAUNCH_ARGS
+from evaluator.dashboard_seed import Seeded, seeded_server
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-LAUNCH_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-               "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-CONFIG = """
-name: digits
-engine: {kind: triton, model_name: digits}
-model: {template: mlp, input: {shape: [64]}, classes: ["0","1","2","3","4","5","6","7","8","9"]}
-triggers: {rules: []}
-server: {port: 0}
-"""
 DESKTOP = {"width": 1280, "height": 800}
 PHONE = {"width": 390, "height": 844}
 
@@ -54,35 +42,18 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     if not (web_dist() / "index.html").is_file():
         pytest.fail("the dashboard is not built: `./run test` builds it (or `cd web && npm ci "
                     "&& npm run build`)")
-    data = tmp_path_factory.mktemp("dashboard")
-    previous = os.environ.get(ENV_DATA_DIR)
-    os.environ[ENV_DATA_DIR] = str(data)
-    runtime = ServerRuntime(parse_config(CONFIG, env={}), data_dir=data, workers=0)
-    started = runtime.start()
-    server = threading.Thread(target=runtime.serve_forever, daemon=True)
-    server.start()
-    store = MongoStore(started.store_uri, runtime.config.store.database)
-    try:
-        seeded = seed_history(store, data / "artifacts")
+    with seeded_server(tmp_path_factory.mktemp("dashboard")) as server:
         tokens = {}
         for role in ("viewer", "engineer"):
-            store.add_user(User(name=f"{role}-1", role=role))
-            tokens[role] = issue_token(store, f"{role}-1", "browser test")[1]
-        yield Live(started.url, store, seeded, tokens)
-    finally:
-        store.close()
-        runtime.stop()
-        server.join(timeout=10)
-        if previous is None:
-            os.environ.pop(ENV_DATA_DIR, None)
-        else:
-            os.environ[ENV_DATA_DIR] = previous
+            server.store.add_user(User(name=f"{role}-1", role=role))
+            tokens[role] = issue_token(server.store, f"{role}-1", "browser test")[1]
+        yield Live(server.url, server.store, server.seeded, tokens)
 
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     with playwright_api.sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=list(LAUNCH_ARGS))
         yield chromium
         chromium.close()
 
