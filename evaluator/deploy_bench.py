@@ -72,6 +72,9 @@ class DeploySettings:
     trigger: int = 10
     learning_rate: float = 1e-3
     hidden: tuple[int, ...] = (400, 400)
+    values: str = "fp32"
+    """How patches carry weights: fp32, or fp16 (the deployed model then holds the rounded
+    weights, and its accuracy is measured so)."""
     resnet: bool = True
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
@@ -208,14 +211,16 @@ def run_stream_method(settings: DeploySettings, template: str, method: str) -> d
         if kind in ("dpu", "full-warm"):  # the proactive methods append as they step
             history.append(chunk_x, chunk_y)
         train_s = time.perf_counter() - start
-        patch = diff(deployed, new_state, base_version=update, target_version=update + 1)
+        patch = diff(deployed, new_state, base_version=update, target_version=update + 1,
+                     values="fp16" if settings.values == "fp16" else "fp32")
         blob = encode(patch)
         replica = _replica_apply_ms(deployed, blob)
         deployed = apply(deployed, patch, check=False)
         net.load_state_dict(deployed)
         rows.append({"update": update, "prequential": prequential,
                      "test_accuracy": _accuracy(net, test_x, test_y), "train_s": train_s,
-                     "bytes": len(blob), "paper_bytes": paper_bits(patch) / 8,
+                     "bytes": len(blob),
+                     "paper_bytes": paper_bits(patch, 16 if patch.values == "fp16" else 32) / 8,
                      "changed": patch.changed_weights(), "shipped": shipped, **replica})
     total = sum(int(t.numel()) for t in deployed.values())
     return {"method": method, "template": template, "updates": len(rows),

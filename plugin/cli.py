@@ -508,12 +508,14 @@ def bench_loop(rate: float, stationary_s: float, max_s: float, after_onset: str,
               "and 0.01%, random-k at 1%, DPU at 1, 5 and 10%.")
 @click.option("--updates", type=click.IntRange(1, 10), default=10, show_default=True)
 @click.option("--no-resnet", is_flag=True, help="Skip the ResNet-18-like size measurement.")
+@click.option("--values", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="How patches carry weights (fp16: the deployed models hold rounded weights).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               default=Path("bench-results/deploy"), show_default=True)
 @click.option("--quick", is_flag=True, help="sklearn digits, MLP, 3 methods, 3 updates: for CI.")
-def bench_deploy(templates: str, methods: str | None, updates: int, no_resnet: bool, seed: int,
-                 out_dir: Path, quick: bool) -> None:
+def bench_deploy(templates: str, methods: str | None, updates: int, no_resnet: bool,
+                 values: str, seed: int, out_dir: Path, quick: bool) -> None:
     """Full against sparse (top-k, random-k) and partial (DPU) updates: accuracy, bytes shipped,
     training time, replica apply time."""
     from rich.table import Table
@@ -528,8 +530,7 @@ def bench_deploy(templates: str, methods: str | None, updates: int, no_resnet: b
     settings = DeploySettings.quick() if quick else DeploySettings(
         templates=tuple(t for t in templates.split(",") if t),
         methods=tuple(m for m in (methods or ",".join(METHODS)).split(",") if m),
-        updates=updates,
-        resnet=not no_resnet, seed=seed)
+        updates=updates, resnet=not no_resnet, values=values, seed=seed)
     try:
         with console.status("training and deploying every method over the stream..."):
             result = run_deploy_bench(settings)
