@@ -196,11 +196,10 @@ class ReplicaAgent:
                 latest = listing.get("latest")
                 if latest is None or latest["sequence"] <= self.serving.sequence:  # type: ignore[union-attr]
                     return applied
-                if not progressed:
-                    gaps += 1
-                    if gaps >= ATTEMPTS:  # the missing ones do not come: start from the snapshot
-                        self._load_snapshot()
-                        gaps = 0
+                gaps = 0 if progressed else gaps + 1  # tries in a row that brought nothing
+                if gaps >= ATTEMPTS:  # the missing ones do not come: start from the snapshot
+                    self._load_snapshot()
+                    gaps = 0
 
     def _apply_publication(self, entry: dict[str, Any]) -> None:
         for _ in range(ATTEMPTS):
