@@ -138,7 +138,8 @@ def train(model: Classifier, config: ServiceConfig, data: Training, scenario: st
                                 epochs_full=1, epochs_finetune=1, lr=cl.learning_rate,
                                 seed=seed)
         stats = {"wall_s": update.seconds["total"], "mean_loss": None}  # DPU reports no loss
-        log(f"partial update: {update.reason}")
+        log(f"partial update: {update.reason}" + ("" if strategy is None or name == "naive"
+            else f" (plain cross-entropy: the {name} penalty does not apply to partial updates)"))
     else:
         optimizer = None
         if mode == "sparse":

@@ -250,17 +250,15 @@ class MongoStore(Store):
                 with _store_errors():
                     self._col(JobLog).insert_many(docs, ordered=True)
                 return total
-            except (DuplicateRecord, StoreError) as exc:
+            except StoreError as exc:
                 # Another writer (the worker, or the API recording a cancel) took a seq first:
                 # keep what went in (ordered inserts stop at the first conflict), retry the rest.
                 cause = exc.__cause__
                 if isinstance(cause, BulkWriteError) and all(
                         e.get("code") == 11000 for e in cause.details.get("writeErrors", [])):
                     pending = pending[int(cause.details.get("nInserted", 0)):]
-                    continue
-                if isinstance(exc, DuplicateRecord):
-                    continue
-                raise
+                elif not isinstance(exc, DuplicateRecord):
+                    raise
         raise StoreError(f"could not append logs of job {job_id}")
 
     def job_logs(self, job_id: str, after_seq: int = -1, limit: int = 1000) -> list[JobLog]:

@@ -345,8 +345,13 @@ def decode(blob: bytes) -> Patch:
             if "index_bytes" in entry:
                 packed = content[offset:offset + entry["index_bytes"]]
                 offset += entry["index_bytes"]
-                gaps = np.frombuffer(zlib.decompress(packed),
-                                     dtype=f"<u{int(entry['index_width'])}")
+                width = int(entry["index_width"])
+                if width not in (1, 2, 4, 8):
+                    raise PatchError(f"tensor '{entry['name']}': index width {width}")
+                # Bounded: a crafted patch cannot inflate past what its count allows.
+                raw_gaps = zlib.decompressobj().decompress(packed, count * width + 1)
+                gaps = np.frombuffer(raw_gaps[:len(raw_gaps) // width * width],
+                                     dtype=f"<u{width}")
                 if len(gaps) != count:
                     raise PatchError(f"tensor '{entry['name']}': {len(gaps)} indices, "
                                      f"expected {count}")
