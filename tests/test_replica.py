@@ -413,3 +413,26 @@ def test_replica_http_answers_and_refuses_bad_requests(
             assert other.status == 404 and "digits" in (await other.json())["error"]
 
     asyncio.run(exercise())
+
+
+def test_a_patch_whose_indices_inflate_beyond_their_count_is_refused() -> None:
+    """A well-formed blob (valid trailer) whose index data would inflate to 100 MB is refused
+    without inflating it."""
+    import hashlib
+    import struct
+    import zlib
+
+    base = {"w": torch.zeros(1000)}
+    target = {"w": base["w"].clone()}
+    target["w"][[1, 2, 3]] = 1.0
+    blob = encode(diff(base, target, base_version=1, target_version=2))
+    header_len = struct.unpack_from("<HH", blob, 4)[1]
+    header = json.loads(blob[8:8 + header_len])
+    entry = header["tensors"][0]
+    bomb = zlib.compress(b"\x01" * 100_000_000, 9)
+    values = blob[8 + header_len + entry["index_bytes"]:-32]
+    entry["index_bytes"] = len(bomb)
+    head = json.dumps(header, separators=(",", ":")).encode()
+    content = b"MCIP" + struct.pack("<HH", 1, len(head)) + head + bomb + values
+    with pytest.raises(PatchError, match="4 indices, expected 3"):
+        decode(content + hashlib.sha256(content).digest())
