@@ -185,20 +185,10 @@ class ServiceLoop:
         if fields.get(b"prediction"):
             name = fields[b"prediction"].decode()
             return [classes.index(name)] if name in classes else []
-        if not fields.get(b"outputs"):
-            return []
-        try:
-            scores = np.asarray(next(iter(kserve.unpack(fields[b"outputs"]).values())))
-        except (kserve.BodyError, StopIteration):
-            return []
-        scores = scores.reshape(-1, scores.shape[-1]) if scores.ndim else scores.reshape(1, 1)
         version_classes = self._classes_of(int(fields.get(b"version", b"0") or 0))
-        out = []
-        for index in scores.argmax(axis=1).tolist():
-            name = version_classes[index] if index < len(version_classes) else None
-            if name in classes:
-                out.append(classes.index(name))
-        return out
+        return [classes.index(name) for name in
+                kserve.predicted_classes(fields.get(b"outputs"), version_classes)
+                if name in classes]
 
     def _classes_of(self, version: int) -> list[str]:
         if version not in self._version_classes:

@@ -18,7 +18,7 @@ from cl_server.api import create_app
 from cl_server.collector import kserve
 from cl_server.collector.service import ServiceCollector, keys
 from cl_server.config import parse_config
-from cl_server.store import MongoStore
+from cl_server.store import ModelVersion, MongoStore
 from plugin.proxy.collector import RequestCollector, ServedRequest
 
 YAML = """
@@ -163,6 +163,8 @@ def test_the_sampling_ratio_keeps_about_its_share(store: MongoStore, redis_url: 
 
 def test_requests_collected_by_the_proxy_can_be_labeled(store: MongoStore, redis_url: str,
                                                         tmp_path: Path) -> None:
+    # Version 4 learned its classes in another order than the config lists them.
+    store.add_version(ModelVersion(service="digits", version=4, classes=["2", "0", "1"]))
     proxy_side = RequestCollector(redis_url, "digits", "triton", spool_dir=tmp_path)
     body = b'{"inputs": [{"name": "x", "datatype": "FP32", "shape": [1, 3], "data": [1, 2, 3]}]}'
     answer = b'{"outputs": [{"name": "y", "datatype": "FP32", "shape": [1, 3], ' \
@@ -180,6 +182,10 @@ def test_requests_collected_by_the_proxy_can_be_labeled(store: MongoStore, redis
     cache.close()
     assert outcome.labeled == 1 and outcome.unknown_ids == []
     assert store.count_labeled_samples("digits") == {"2": 1}
+    # The proxy records the engine's scores; the label's sample names what they predicted,
+    # in the answering version's classes (unit 2 of version 4 is class "1": a wrong answer).
+    [(prediction, label)] = [(o.prediction, o.label) for o in store.labeled_outcomes("digits")]
+    assert (prediction, label) == ("1", "2")
 
 
 def test_a_manual_update_request_queues_a_cl_update_job(

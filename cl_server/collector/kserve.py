@@ -21,6 +21,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import gzip
 import json
 import struct
@@ -163,3 +165,23 @@ def unpack(data: bytes) -> dict[str, np.ndarray]:
         raise BodyError("packed tensors: shorter than the 4-byte header length")
     (length,) = struct.unpack_from("<I", data)
     return decode(data[4:], length, "tensors")
+
+
+def predicted_classes(outputs: bytes | None, classes: Sequence[str]) -> list[str | None]:
+    """The class each row of a packed answer predicts: the argmax of its first output tensor,
+    named by ``classes`` (the answering version's; ``None`` for an index beyond them). An
+    undecodable or missing answer predicts nothing (``[]``).
+
+    >>> predicted_classes(pack({"PROBS": np.array([[0.1, 0.9], [0.8, 0.2]])}), ["a", "b"])
+    ['b', 'a']
+    """
+    if not outputs:
+        return []
+    try:
+        scores = np.asarray(next(iter(unpack(outputs).values())))
+    except (BodyError, StopIteration):
+        return []
+    if scores.dtype.kind not in "fiu":
+        return []
+    scores = scores.reshape(-1, scores.shape[-1]) if scores.ndim else scores.reshape(1, 1)
+    return [classes[i] if i < len(classes) else None for i in scores.argmax(axis=1).tolist()]

@@ -173,6 +173,7 @@ class ServiceCollector:
                                    max_length=config.collector.window_size,
                                    index_ttl_s=self.retention_hours * 3600)
         self._random = random.Random(seed)
+        self._version_classes: dict[int, list[str]] = {}
         spec = config.model.input
         self._text = spec.kind == "text" or spec.dtype == "bytes"
         self._dtype = np.dtype("float32" if self._text else spec.dtype)
@@ -295,8 +296,8 @@ class ServiceCollector:
         now_ms = int(time.time() * 1000)
         for item in new:
             record = records[item["request_id"]]
-            prediction = _text(record.get("prediction"))
             version = int(record.get("version") or 0) or None
+            prediction = _text(record.get("prediction")) or self._predicted(record, version)
             samples.append(LabeledSample(
                 service=self.service, request_id=item["request_id"],
                 inputs=bytes(record["inputs"]), label=item["label"], prediction=prediction,
@@ -320,6 +321,19 @@ class ServiceCollector:
             pipe.execute()
         result.labeled += len(new)
         return result
+
+    def _predicted(self, record: dict[Any, Any], version: int | None) -> str | None:
+        """What a proxied answer predicted (the proxy records the engine's outputs, not a
+        class): the argmax named by the answering version's classes."""
+        outputs = record.get("outputs")
+        if not outputs or version is None:
+            return None
+        if version not in self._version_classes:
+            stored = self.store.get_version(self.service, version)
+            self._version_classes[version] = list(stored.classes) if stored and \
+                stored.classes else list(self.config.model.classes)
+        names = kserve.predicted_classes(bytes(outputs), self._version_classes[version])
+        return names[0] if len(names) == 1 else None
 
     def class_counts(self) -> dict[str, int]:
         counts = self.cache.hgetall(self.keys["class_counts"])
