@@ -194,8 +194,8 @@ class CollectorConfig(Section):
     sampling_ratio: Share = Field(1.0, description="Share of served requests recorded.")
     window_size: int = Field(10_000, gt=0, description="Recent records kept in the cache per "
                              "service.")
-    retention_days: float = Field(30.0, gt=0, description="Age after which unlabeled records "
-                                  "leave the store.")
+    retention_days: float = Field(30.0, gt=0, description="Days a served record can still be "
+                                  "labeled: its request id stays findable in the cache this long.")
 
 
 class CacheConfig(Section):
@@ -234,16 +234,22 @@ class DetectorConfig(Section):
 
 
 class DriftConfig(Section):
+    """Drift detection: the detectors and the reference they compare with."""
+
     detectors: tuple[DetectorConfig, ...] = ()
     reference_size: int = Field(1000, gt=1, description="Samples in the reference window.")
 
 
 class TimeTrigger(Section):
+    """Fire at a fixed interval."""
+
     kind: Literal["time"]
-    interval_s: PositiveSeconds
+    interval_s: PositiveSeconds = Field(description="Seconds between two updates.")
 
 
 class VolumeTrigger(Section):
+    """Fire when enough new labeled data arrived."""
+
     kind: Literal["volume"]
     new_labels: int | None = Field(None, gt=0, description="Fire after this many new labels.")
     growth_pct: float | None = Field(None, gt=0, description="Fire when labeled data grew by this "
@@ -257,13 +263,17 @@ class VolumeTrigger(Section):
 
 
 class PerformanceTrigger(Section):
+    """Fire when the served model's accuracy on labeled requests falls below a threshold."""
+
     kind: Literal["performance"]
     metric: choice("metric", ("accuracy",)) = "accuracy"  # type: ignore[valid-type]
-    threshold: Share
+    threshold: Share = Field(description="Fire below this accuracy over the window.")
     window: int = Field(200, gt=0, description="Labeled samples in the sliding window.")
 
 
 class DriftTrigger(Section):
+    """Fire on a drift episode."""
+
     kind: Literal["drift"]
     min_detectors: int = Field(1, gt=0, description="Alarms needed in one evaluation round.")
 
@@ -275,6 +285,8 @@ Trigger = Annotated[
 
 
 class TriggersConfig(Section):
+    """When the CL loop starts an update job."""
+
     cooldown_s: float = Field(300.0, ge=0, description="No new job for a service within this "
                               "many seconds of the last one.")
     rules: tuple[Trigger, ...] = ()
@@ -293,11 +305,17 @@ class ScenarioRules(Section):
 
 
 class StrategyConfig(Section):
-    name: choice("strategy", STRATEGIES) = "naive"  # type: ignore[valid-type]
+    """A CL strategy and its parameters."""
+
+    name: choice("strategy", STRATEGIES) = Field(  # type: ignore[valid-type]
+        "naive", description="replay, proactive and full-retrain are data regimes; the others "
+        "add a loss term (model_factory/strategies).")
     params: Params = Field(default_factory=dict, description="e.g. {lambda: 100} for EWC.")
 
 
 class RehearsalConfig(Section):
+    """The rehearsal buffer of stored samples mixed into new data."""
+
     kind: choice("rehearsal buffer", BUFFERS) = "reservoir"  # type: ignore[valid-type]
     size: int = Field(500, ge=0, description="Samples kept.")
 
@@ -308,10 +326,12 @@ class CLConfig(Section):
     scenario: ScenarioRules = ScenarioRules()
     strategy: StrategyConfig = StrategyConfig()
     rehearsal: RehearsalConfig = RehearsalConfig()
-    mode: choice("training mode", ("stateful", "stateless")) = "stateful"  # type: ignore
-    epochs: int = Field(3, gt=0)
-    batch_size: int = Field(64, gt=0)
-    learning_rate: float = Field(1e-3, gt=0)
+    mode: choice("training mode", ("stateful", "stateless")) = Field(  # type: ignore
+        "stateful", description="stateful: start from the champion's weights and optimizer "
+        "state; stateless: from fresh weights.")
+    epochs: int = Field(3, gt=0, description="Passes over the job's training data.")
+    batch_size: int = Field(64, gt=0, description="Samples per training step.")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam step size.")
     max_samples: int = Field(20_000, gt=0, description="Training samples per job, new + stored.")
     min_new_samples: int = Field(1, gt=0, description="New labeled training samples a job needs; "
                                  "it waits up to label_wait_s for them (labels often come after "
@@ -326,12 +346,15 @@ class CLConfig(Section):
 
 
 class GatesConfig(Section):
+    """What a challenger must achieve against the champion to be deployed."""
+
     min_accuracy_gain: float = Field(0.0, ge=-1, le=1, description="Challenger accuracy minus "
                                      "champion accuracy on the recent holdout.")
     max_class_drop: Share = Field(0.05, description="Largest allowed per-class accuracy drop on "
                                   "the historical holdout.")
     max_p95_latency_increase: float = Field(0.2, ge=0, description="Relative, 0.2 = +20%.")
-    max_model_bytes: int | None = Field(None, gt=0)
+    max_model_bytes: int | None = Field(None, gt=0, description="Largest size of the "
+                                        "challenger's weights, bytes; empty: no limit.")
     min_shadow_agreement: Share = Field(0.0, description="Shadow stage: least share of mirrored "
                                         "requests on which the challenger answers like the "
                                         "champion (0: reported, not enforced).")
@@ -341,8 +364,11 @@ class GatesConfig(Section):
 
 
 class ValidationConfig(Section):
+    """How challengers are validated: holdouts, gates and live stages."""
+
     recent_holdout: int = Field(500, gt=0, description="Recent labeled samples held out.")
-    historical_per_class: int = Field(50, gt=0)
+    historical_per_class: int = Field(50, gt=0, description="Older labeled samples per class "
+                                      "in the historical holdout (forgetting).")
     gates: GatesConfig = GatesConfig()
     shadow_requests: int = Field(0, ge=0, description="Mirrored requests the challenger answers "
                                  "in a shadow stage before promotion; 0 off.")
@@ -357,12 +383,20 @@ class ValidationConfig(Section):
 
 
 class CanaryConfig(Section):
-    share: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    min_requests: int = Field(200, gt=0)
+    """The canary stage of a rollout."""
+
+    share: Annotated[float, Field(gt=0, lt=1)] = Field(
+        0.1, description="Share of the traffic the challenger answers.")
+    min_requests: int = Field(200, gt=0, description="Answers it must give before it is "
+                              "judged.")
 
 
 class DeploymentConfig(Section):
-    mode: choice("deployment mode", DEPLOY_MODES) = "full"  # type: ignore[valid-type]
+    """How a validated challenger is trained for and reaches the engine."""
+
+    mode: choice("deployment mode", DEPLOY_MODES) = Field(  # type: ignore[valid-type]
+        "full", description="full: every weight may change; sparse: top-k sparse steps with "
+        "residual memory; partial: Deep Partial Updating.")
     ratio: Annotated[float, Field(gt=0, le=1)] = Field(
         0.01, description="sparse: share of each tensor a training step changes (top-k with "
         "residual memory); partial: share of the weights an update changes (Deep Partial "
@@ -411,16 +445,24 @@ class AuthConfig(Section):
 
 
 class QueueConfig(Section):
-    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,40}$")] = "modelci"
+    """The RQ job queue."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,40}$")] = Field(
+        "modelci", description="RQ queue name (workers of one deployment share it).")
     embedded_workers: int = Field(1, ge=0, le=8, description="Worker processes the CLI starts.")
-    job_timeout_s: PositiveSeconds = 3600.0
+    job_timeout_s: PositiveSeconds = Field(3600.0, description="RQ stops a job running longer "
+                                           "than this many seconds.")
 
 
 class ServerConfig(Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8080, ge=0, le=65535)
-    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0)
-    data_dir: Path = Path(".modelci")
+    """The CL server's HTTP endpoint and local files."""
+
+    host: str = Field("127.0.0.1", description="Address the HTTP server binds.")
+    port: int = Field(8080, ge=0, le=65535, description="HTTP port; 0: any free port.")
+    max_body_bytes: int = Field(16 * 1024 * 1024, gt=0, description="Larger request bodies "
+                                "get 413.")
+    data_dir: Path = Field(Path(".modelci"), description="Embedded servers' data, artifacts, "
+                           "routing tables and patches.")
 
 
 class ServiceConfig(Section):
