@@ -1,8 +1,10 @@
 """Start and stop a whole CL server: embedded services, store, cache, workers, HTTP server.
 
 The same sequence runs for embedded defaults and production: whatever the config leaves empty
-(``cache.url``, ``store.uri``) is started locally by :class:`EmbeddedServices`; everything else
-is reached at its URL. Shutdown runs in reverse: HTTP server, workers, connections, embedded
+(``cache.url``, ``store.uri``) is started locally by :class:`EmbeddedServices`, and a Triton
+service without ``engine.url`` gets an embedded ``tritonserver`` (its repository under the data
+directory, the routing table's versions loaded again after a restart); everything else is
+reached at its URL. Shutdown runs in reverse: HTTP server, workers, connections, embedded
 servers, so nothing is left running.
 """
 
@@ -48,6 +50,7 @@ class Started:
     cache_url: str
     store_uri: str
     data_dir: Path
+    engine_url: str | None = None  # the service's engine (an embedded tritonserver's too)
 
 
 def ctx_of(app: Any) -> ServerContext:
@@ -87,6 +90,17 @@ def worker_process(settings: WorkerSettings, run_dir: Path, index: int) -> Manag
                           stop_signals=2)
 
 
+def embedded_engine(config: ServiceConfig, data_dir: Path) -> Any | None:
+    """An embedded ``tritonserver`` for a Triton service whose config has no ``engine.url``
+    (not started); ``None`` when the config names its engine."""
+    if config.engine.kind != "triton" or config.engine.url is not None:
+        return None
+    from plugin.serving.triton_server import TritonServer
+
+    repository = config.engine.model_repository or data_dir / "triton" / "repository"
+    return TritonServer(data_dir, repository)
+
+
 class ServerRuntime:
     """Everything ``modelci-e start`` runs, for one config.
 
@@ -109,6 +123,7 @@ class ServerRuntime:
         self._store: MongoStore | None = None
         self._cache: redis.Redis | None = None
         self._server: waitress.server.BaseWSGIServer | None = None
+        self._engine: Any | None = None
 
     def start(self) -> Started:
         try:
@@ -119,9 +134,18 @@ class ServerRuntime:
 
     def _start(self) -> Started:
         config = self.config
+        # First: it takes the data dir's ownership (a second server on it is refused here).
         self._embedded = EmbeddedServices(self.data_dir, cache=config.cache.url is None,
                                           store=config.store.uri is None)
         endpoints = self._embedded.start()
+        os.environ[ENV_DATA_DIR] = str(self.data_dir)  # artifacts and routing tables live here
+        self._engine = embedded_engine(config, self.data_dir)
+        if self._engine is not None:
+            self._engine.start()
+            engine = config.engine.model_copy(update={
+                "url": self._engine.url, "model_repository": self._engine.repository})
+            self.config = config = config.model_copy(update={"engine": engine})
+            _restore_routing(config, self.data_dir)
         cache_url = config.cache.url or endpoints.cache_url
         store_uri = config.store.uri or endpoints.store_uri
         assert cache_url and store_uri
@@ -146,7 +170,8 @@ class ServerRuntime:
                                               clear_untrusted_proxy_headers=True)
         url = f"http://{self.host}:{self._server.effective_port}"
         return Started(url=url, admin_token=admin_token, cache_url=cache_url,
-                       store_uri=store_uri, data_dir=self.data_dir)
+                       store_uri=store_uri, data_dir=self.data_dir,
+                       engine_url=config.engine.url)
 
     def serve_forever(self) -> None:
         """Serve HTTP until KeyboardInterrupt or SystemExit (the CLI maps SIGTERM to it)."""
@@ -169,6 +194,25 @@ class ServerRuntime:
         if self._cache is not None:
             self._cache.close()
             self._cache = None
+        if self._engine is not None:
+            self._engine.stop()
+            self._engine = None
         if self._embedded is not None:
             self._embedded.stop()
             self._embedded = None
+
+
+def _restore_routing(config: ServiceConfig, data_dir: Path) -> None:
+    """Load the versions an embedded engine served before a restart (best effort: a version
+    that fails to load is logged; the next deployment replaces it)."""
+    from plugin.serving.base import ServingError
+    from plugin.serving.factory import make_adapter, routing_path
+    from plugin.serving.routing import RoutingTable
+
+    path = routing_path(data_dir, config.name)
+    if not path.exists():
+        return
+    try:
+        make_adapter(config, RoutingTable(path)).restore()
+    except (ServingError, ValueError, OSError) as exc:
+        log.warning("could not reload the served versions of %s: %s", config.name, exc)

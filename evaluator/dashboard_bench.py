@@ -15,12 +15,14 @@ Example (needs the built dashboard, Playwright and Chromium; see ``modelci-e ben
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import shutil
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,22 @@ class DashboardBenchSettings:
     """The browser binary; default: ``chromium`` on PATH."""
 
 
+@contextlib.contextmanager
+def launch_browser(chromium: str | None = None) -> Iterator[Any]:
+    """Headless Debian Chromium driven by Playwright (no browser download)."""
+    from playwright.sync_api import sync_playwright
+
+    chromium = chromium or shutil.which("chromium")
+    if chromium is None:
+        raise RuntimeError("no chromium on PATH (Debian: apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=list(LAUNCH_ARGS))
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
 def bundle_sizes(dist: Path) -> dict[str, int]:
     """Gzip'd bytes (level 9) of each JS and CSS asset of a built dashboard."""
     return {p.name: len(gzip.compress(p.read_bytes(), 9))
@@ -50,8 +68,6 @@ def bundle_sizes(dist: Path) -> dict[str, int]:
 
 def run_dashboard_bench(settings: DashboardBenchSettings) -> dict[str, Any]:
     """Start the server, seed it, load the overview ``runs`` times per viewport, cold and warm."""
-    from playwright.sync_api import sync_playwright
-
     from cl_server.api.routes.web import web_dist
     from cl_server.auth import issue_token
     from cl_server.store import User
@@ -61,23 +77,15 @@ def run_dashboard_bench(settings: DashboardBenchSettings) -> dict[str, Any]:
     if not (dist / "index.html").is_file():
         raise RuntimeError(f"the dashboard is not built in {dist}: run `cd web && npm ci && "
                            f"npm run build` (./run does it)")
-    chromium = settings.chromium or shutil.which("chromium")
-    if chromium is None:
-        raise RuntimeError("no chromium on PATH (Debian: apt-get install chromium)")
     with tempfile.TemporaryDirectory(prefix="modelci-dashboard-bench-") as tmp, \
             seeded_server(Path(tmp)) as live:
         live.store.add_user(User(name="bench", role="viewer"))
         token = issue_token(live.store, "bench", "dashboard benchmark")[1]
         services = len(live.store.list_services())
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium,
-                                                 args=list(LAUNCH_ARGS))
-            try:
-                loads = {f"{w}x{h}": _loads(browser, live.url, token, services, (w, h),
-                                            settings.runs)
-                         for w, h in settings.viewports}
-            finally:
-                browser.close()
+        with launch_browser(settings.chromium) as browser:
+            loads = {f"{w}x{h}": _loads(browser, live.url, token, services, (w, h),
+                                        settings.runs)
+                     for w, h in settings.viewports}
     sizes = bundle_sizes(dist)
     return {"runs": settings.runs, "services": services, "first_load_ms": loads,
             "bundle_gzip_bytes": sum(sizes.values()), "bundle_files": sizes,

@@ -97,6 +97,13 @@ def validate_config(files: tuple[Path, ...]) -> None:
         sys.exit(EXIT_INVALID)
 
 
+def _engine_line(config: ServiceConfig, started: Any) -> str:
+    if started.engine_url is None:
+        return "none configured"
+    embedded = " (embedded tritonserver)" if config.engine.url is None else ""
+    return f"{started.engine_url}{embedded}"
+
+
 def _run_server(config: ServiceConfig, data_dir: Path | None, host: str | None,
                 port: int | None, workers: int | None, title: str) -> None:
     from cl_server.embedded import EmbeddedServiceError
@@ -116,6 +123,7 @@ def _run_server(config: ServiceConfig, data_dir: Path | None, host: str | None,
         lines = [(f"service     [bold]{config.name}[/] ({config.engine.kind}, "
                   f"model '{config.engine.model_name}')"),
                  f"dashboard   [bold cyan]{started.url}/[/]  (sign in with an API token)",
+                 f"engine      {_engine_line(config, started)}",
                  f"API         [bold cyan]{started.url}/api[/]",
                  f"API docs    {started.url}/api/openapi.json",
                  f"health      {started.url}/api/health",
@@ -152,14 +160,63 @@ def start(config_file: Path, data_dir: Path | None, host: str | None, port: int 
 
 
 @cli.command()
-@click.option("--data-dir", type=click.Path(path_type=Path), help="Default ./.modelci.")
+@click.option("--data-dir", type=click.Path(path_type=Path),
+              help="Default ./.modelci/demo, emptied at the start of each run "
+                   "(--no-traffic: ./.modelci, kept).")
 @click.option("--host", help="Default 127.0.0.1.")
 @click.option("--port", type=int, help="Default 8080 (0: any free port).")
-def demo(data_dir: Path | None, host: str | None, port: int | None) -> None:
-    """Run the CL server on the embedded defaults (a real redis-server, a MongoDB-protocol
-    server, one worker)."""
+@click.option("--exit", "exit_after", is_flag=True,
+              help="End after the summary instead of keeping the dashboard up.")
+@click.option("--quick", is_flag=True, help="Shorter phases (about half).")
+@click.option("--requests", "phase_requests", type=(int, int, int),
+              help="Requests in the stationary, new-classes and rotated phases.")
+@click.option("--rate", type=float, default=15.0, show_default=True,
+              help="Requests per second.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--screenshots", type=click.Path(path_type=Path),
+              help="Save dashboard screenshots here after the summary (needs Playwright and "
+                   "chromium: the test extras).")
+@click.option("--service", type=click.Choice(["image"]), default="image", show_default=True,
+              help="The demo service.")
+@click.option("--no-traffic", is_flag=True,
+              help="Only run the server on the embedded defaults (no demo traffic).")
+def demo(data_dir: Path | None, host: str | None, port: int | None, exit_after: bool,
+         quick: bool, phase_requests: tuple[int, int, int] | None, rate: float, seed: int,
+         screenshots: Path | None, service: str, no_traffic: bool) -> None:
+    """A drifting image service on a real Triton, updated live: embedded Redis, store,
+    tritonserver, CL server, a worker and the dashboard; traffic through the proxy in three
+    phases (stationary, new classes, rotated digits); a summary at the end."""
     config = _load_or_exit(demo_config_path())
-    _run_server(config, data_dir, host, port, None, "modelci-e demo (embedded defaults)")
+    if no_traffic:
+        _run_server(config, data_dir, host, port, None, "modelci-e demo (embedded defaults)")
+        return
+    from plugin.demo.run import DemoSettings, run_demo
+
+    settings = DemoSettings(
+        data_dir=data_dir or DemoSettings.data_dir, host=host or DemoSettings.host,
+        port=DemoSettings.port if port is None else port, rate=rate, quick=quick,
+        requests=phase_requests, seed=seed, exit=exit_after, screenshots=screenshots)
+
+    def banner(started: Any) -> None:
+        lines = [f"service     [bold]{config.name}[/] (LeNet-5 on MNIST digits)",
+                 f"dashboard   [bold cyan]{started.url}/[/]",
+                 f"engine      {started.engine_url} (embedded tritonserver)",
+                 f"data dir    {started.data_dir}"]
+        if started.admin_token:
+            lines.append(f"admin token [bold yellow]{started.admin_token}[/]  (sign in to the "
+                         "dashboard with it)")
+        lines.append("Ctrl-C stops the demo and everything it started.")
+        console.print(Panel("\n".join(lines), title="modelci-e demo", expand=False))
+        print(f"MODELCI_URL={started.url}", flush=True)
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_keyboard_interrupt)
+    try:
+        run_demo(settings, config, console, on_started=banner)
+    except KeyboardInterrupt:
+        console.print("stopped.")
+    except (RuntimeError, TimeoutError, OSError) as exc:
+        _fail(str(exc))
 
 
 def _worker_settings(config_file: Path | None, data_dir: Path | None) -> Any:

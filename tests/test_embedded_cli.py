@@ -149,7 +149,7 @@ class Demo:
         self.pid_records: dict[str, dict[str, Any]] = {}
         self._url_seen = threading.Event()
         self.popen = subprocess.Popen(
-            [*MODELCI_E, "demo", "--data-dir", str(data_dir), "--port", "0"],
+            [*MODELCI_E, "demo", "--no-traffic", "--data-dir", str(data_dir), "--port", "0"],
             cwd=cwd, env=child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
             stderr=subprocess.PIPE, text=True, bufsize=1)
         self._readers = [

@@ -1,0 +1,123 @@
+"""``modelci-e demo --exit --quick`` end to end: the embedded Redis and store, a real
+tritonserver, the CL server, an RQ worker and the proxy; tritonclient traffic in three phases
+(stationary, new classes, rotated digits); the demo's report checked against what it claims.
+
+The run takes about four minutes on two cores; one run serves every assertion (module fixture).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from plugin.demo.data import image_demo
+from plugin.demo.run import QUICK_REQUESTS
+
+
+@dataclass
+class DemoRun:
+    code: int
+    stdout: str
+    stderr: str
+    report: dict[str, Any]
+    data_dir: Path
+    shots: Path
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
+    root = tmp_path_factory.mktemp("demo")
+    data_dir, shots = root / "data", root / "shots"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+    out, err = root / "stdout.txt", root / "stderr.txt"
+    with out.open("w") as stdout, err.open("w") as stderr:
+        done = subprocess.run(
+            [sys.executable, "-m", "plugin.cli", "demo", "--exit", "--quick", "--port", "0",
+             "--data-dir", str(data_dir), "--screenshots", str(shots)],
+            cwd=root, env=env, stdout=stdout, stderr=stderr, timeout=900, check=False)
+    report_file = data_dir / "demo.json"
+    report = json.loads(report_file.read_text()) if report_file.exists() else {}
+    return DemoRun(done.returncode, out.read_text(), err.read_text(), report, data_dir, shots)
+
+
+def test_demo_exits_cleanly_after_its_summary(demo_run: DemoRun) -> None:
+    assert demo_run.code == 0, demo_run.stderr[-5000:]
+    assert "prequential accuracy per phase" in demo_run.stderr
+    assert "Versions: each one's job and how it served" in demo_run.stderr
+    assert demo_run.stdout.startswith("MODELCI_URL=http://127.0.0.1:")
+    for pid_file in (demo_run.data_dir / "run").glob("*.pid"):
+        record = json.loads(pid_file.read_text())
+        assert not psutil.pid_exists(record["pid"]) or \
+            psutil.Process(record["pid"]).status() == psutil.STATUS_ZOMBIE, pid_file.stem
+
+
+def test_every_request_was_answered_and_labeled(demo_run: DemoRun) -> None:
+    requests = demo_run.report["requests"]
+    assert requests["sent"] == sum(QUICK_REQUESTS)
+    assert requests["answered"] == requests["sent"] and requests["errors"] == 0
+    assert requests["labels_accepted"] == requests["sent"]
+    assert requests["labels_unmatched"] == 0
+
+
+def test_drift_is_detected_in_both_drifting_phases(demo_run: DemoRun) -> None:
+    phases = {p["name"]: p for p in demo_run.report["phases"]}
+    assert demo_run.report["drift_alarms"] >= 2
+    for name in ("new classes", "rotated digits"):
+        assert phases[name]["drift_alarms"] >= 1, phases[name]
+        assert phases[name]["first_alarm_after_onset_s"] < 60, phases[name]
+
+
+def test_validated_challengers_deployed_and_at_least_one_rejected_by_a_gate(
+        demo_run: DemoRun) -> None:
+    report = demo_run.report
+    assert len(report["deployed_versions"]) >= 2, report["updates"]
+    updates = {u["version"]: u for u in report["updates"]}
+    rejected = [updates[v] for v in report["rejected_versions"]]
+    assert rejected, report["updates"]
+    assert any(u["failed_gates"] for u in rejected), rejected
+    for version in report["deployed_versions"]:
+        assert updates[version]["outcome"] == "deployed"
+        assert updates[version]["trigger"] in ("drift", "volume", "performance")
+    scenarios = {updates[v]["scenario"] for v in report["deployed_versions"]}
+    assert "nc" in scenarios, report["updates"]
+    assert max(u["classes"] for u in report["updates"]) == 10
+
+
+def test_every_version_has_its_whole_lineage(demo_run: DemoRun) -> None:
+    lineage = demo_run.report["lineage"]
+    assert len(lineage) == len(demo_run.report["updates"])
+    assert [c for c in lineage if not c["complete"]] == []
+
+
+def test_new_classes_are_learned_well_above_the_no_update_baseline(demo_run: DemoRun) -> None:
+    phases = {p["name"]: p for p in demo_run.report["phases"]}
+    nc = phases["new classes"]
+    # The first model knows digits 0-4; half of this phase's digits are 5-9.
+    assert nc["no_update_baseline_last_window"] < 0.6, nc
+    assert nc["accuracy_last_window"] >= nc["no_update_baseline_last_window"] + 0.20, nc
+    assert nc["deployed"] >= 1 and nc["time_to_update_s"] is not None, nc
+
+
+def test_the_report_agrees_with_the_data_it_scored(demo_run: DemoRun) -> None:
+    data = image_demo(0, 250, QUICK_REQUESTS)
+    phases = demo_run.report["phases"]
+    assert [p["requests"] for p in phases] == [len(p) for p in data.phases]
+    served = sum(u["served"] for u in demo_run.report["updates"])
+    assert served == demo_run.report["requests"]["answered"]
+    rejected = set(demo_run.report["rejected_versions"])
+    assert all(u["served"] == 0 for u in demo_run.report["updates"]
+               if u["version"] in rejected)
+
+
+def test_dashboard_screenshots_of_the_demo(demo_run: DemoRun) -> None:
+    for name in ("overview", "service", "lineage"):
+        shot = demo_run.shots / f"demo-{name}.png"
+        assert shot.is_file() and shot.stat().st_size > 20_000, shot
