@@ -35,7 +35,8 @@ class DemoRun:
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     root = tmp_path_factory.mktemp("demo")
-    data_dir, shots = root / "data", root / "shots"
+    # The screenshots stay after the run (the README's comes from here).
+    data_dir, shots = root / "data", Path(__file__).parent.parent / "test-artifacts" / "demo"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
     out, err = root / "stdout.txt", root / "stderr.txt"
     with out.open("w") as stdout, err.open("w") as stderr:

