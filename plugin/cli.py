@@ -2,8 +2,10 @@
 
 Commands:
     validate-config FILE...   check config files; exit 2 listing every invalid field
-    start CONFIG              run the CL server for a config (embedded Redis/MongoDB if no URL)
-    demo                      run the server on the embedded defaults (cl_server/config/demo.yaml)
+    start CONFIG              run the CL server for a config (embedded Redis/MongoDB/tritonserver
+                              where the config gives no URL); attaches to running services
+    demo                      a drifting digits service on an embedded Triton, updated live
+                              (cl_server/config/demo.yaml; --no-traffic: only the server)
     worker [CONFIG]           run a job worker on the same Redis and store
     token create              issue an API token directly in the store (e.g. a lost admin token)
     proxy                     the request-collecting proxy in front of Triton / TF-Serving

@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +19,11 @@ from typing import Any
 import psutil
 import pytest
 
+from model_factory.scenarios.datasets import mnist_5k
 from plugin.demo.data import image_demo
+from plugin.demo.report import _lineage_check, _recovered
 from plugin.demo.run import QUICK_REQUESTS
+from plugin.demo.traffic import Answer
 
 
 @dataclass
@@ -122,3 +126,43 @@ def test_dashboard_screenshots_of_the_demo(demo_run: DemoRun) -> None:
     for name in ("overview", "service", "lineage"):
         shot = demo_run.shots / f"demo-{name}.png"
         assert shot.is_file() and shot.stat().st_size > 20_000, shot
+
+
+# --------------------------------------------------------------------------- pieces, no servers
+
+
+def test_the_phases_change_what_the_first_model_saw() -> None:
+    data = image_demo(0, 50, (100, 400, 400))
+    stationary, nc, ni = data.phases
+    assert set(data.initial_y) == set(stationary.labels) == {"0", "1", "2", "3", "4"}
+    assert sorted(Counter(nc.labels).values()) == [40] * 10   # 5-9 appear beside 0-4
+    assert sorted(Counter(ni.labels).values()) == [40] * 10   # every digit, evenly
+    x, _ = mnist_5k()
+    index = {x[i].tobytes(): i for i in range(len(x))}
+    first = {index[row.tobytes()] for row in data.initial_x}
+    for phase in (stationary, nc):
+        sent = [index[row.tobytes()] for row in phase.x]
+        assert len(set(sent)) == len(sent) and not set(sent) & first
+    assert not any(row.tobytes() in index for row in ni.x)    # rotated: inputs never seen
+
+
+def test_lineage_check_names_what_a_version_lacks() -> None:
+    complete = {"job_id": "j2", "trigger": {"kind": "drift"}, "validation_id": "v",
+                "data_query": {"digest": "d", "sample_count": 5}, "parent_version": 1,
+                "status": "champion", "deployments": [{"version": 2}]}
+    nodes = [{**complete, "version": 1, "job_id": "j1", "parent_version": None,
+              "status": "retired"},
+             {**complete, "version": 2},
+             {**complete, "version": 3, "validation_id": None, "parent_version": None,
+              "data_query": {"digest": "d", "sample_count": 0}, "status": "retired",
+              "deployments": []}]
+    checked = {c["version"]: c["missing"] for c in _lineage_check(nodes)}
+    assert checked == {1: [], 2: [], 3: ["data_query", "validation", "parent_version",
+                                         "deployments"]}
+
+
+def test_recovery_is_the_first_window_of_a_new_version_back_near_the_level() -> None:
+    answers = [Answer(t, 1, t, 1 if t < 10 else 2, "a" if t >= 15 else "b", "a")
+               for t in range(30)]
+    assert _recovered(answers, 1.0, 0.0, window=5, first_version=1) == 19
+    assert _recovered(answers[:18], 1.0, 0.0, window=5, first_version=1) is None
