@@ -108,10 +108,13 @@ class ServerRuntime:
         config: the validated service config.
         data_dir / host / port / workers: override the config's ``server.data_dir``,
             ``server.host``, ``server.port`` and ``queue.embedded_workers``.
+        engine: start an embedded ``tritonserver`` for a Triton service without
+            ``engine.url`` (``False``: versions stay in the store, as with no engine).
     """
 
     def __init__(self, config: ServiceConfig, data_dir: Path | None = None,
-                 host: str | None = None, port: int | None = None, workers: int | None = None):
+                 host: str | None = None, port: int | None = None, workers: int | None = None,
+                 engine: bool = True):
         self.config = config
         self.data_dir = (data_dir or config.server.data_dir).resolve()
         self.host = host or config.server.host
@@ -124,6 +127,7 @@ class ServerRuntime:
         self._cache: redis.Redis | None = None
         self._server: waitress.server.BaseWSGIServer | None = None
         self._engine: Any | None = None
+        self._start_engine = engine
 
     def start(self) -> Started:
         try:
@@ -139,7 +143,7 @@ class ServerRuntime:
                                           store=config.store.uri is None)
         endpoints = self._embedded.start()
         os.environ[ENV_DATA_DIR] = str(self.data_dir)  # artifacts and routing tables live here
-        self._engine = embedded_engine(config, self.data_dir)
+        self._engine = embedded_engine(config, self.data_dir) if self._start_engine else None
         if self._engine is not None:
             self._engine.start()
             engine = config.engine.model_copy(update={

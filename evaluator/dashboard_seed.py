@@ -234,7 +234,8 @@ def seeded_server(data_dir: Path) -> Iterator[SeededServer]:
 
     previous = os.environ.get(ENV_DATA_DIR)
     os.environ[ENV_DATA_DIR] = str(data_dir)  # where the API looks for routing tables
-    runtime = ServerRuntime(parse_config(SERVER_CONFIG, env={}), data_dir=data_dir, workers=0)
+    runtime = ServerRuntime(parse_config(SERVER_CONFIG, env={}), data_dir=data_dir, workers=0,
+                            engine=False)
     started = runtime.start()
     server = threading.Thread(target=runtime.serve_forever, daemon=True)
     server.start()

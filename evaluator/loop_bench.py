@@ -185,9 +185,7 @@ def run_loop_bench(settings: LoopBenchSettings, root: Path | None = None) -> dic
         if loop is not None:
             loop.stop()
         if proxy is not None:
-            proxy.stop()
-            if proxy.proxy.collector is not None:
-                proxy.proxy.collector.close(timeout_s=5)
+            proxy.close()
         os.environ.pop(ENV_DATA_DIR, None)
         if worker is not None:
             worker.stop()

@@ -191,10 +191,15 @@ def test_engineer_rollback_changes_the_champion_shown(browser: object, live: Liv
     page.on("request", lambda request: requests.append(request.url))
     page.on("dialog", lambda dialog: dialog.accept())
     expect(page.get_by_test_id("action-update")).to_have_count(0)  # the card has no such action
-    page.get_by_test_id("action-rollback").click()
-    confirm = page.get_by_role("button", name="Confirm rollback")
-    if confirm.count():
-        confirm.click()
+    # The rollback (a Triton-less deploy plus a replica patch) must have answered before the
+    # page moves on, as a user would wait for it.
+    with page.expect_response(lambda r: r.url.endswith("/api/services/digits/rollback"),
+                              timeout=30_000) as answered:
+        page.get_by_test_id("action-rollback").click()
+        confirm = page.get_by_role("button", name="Confirm rollback")
+        if confirm.count():
+            confirm.click()
+    assert answered.value.status == 200, answered.value.text()
     page.goto(f"{live.url}/#/services/digits")
     expect(page.get_by_test_id("service-champion")).to_contain_text("2")
     expect(page.get_by_test_id("action-pause")).to_be_visible()

@@ -125,9 +125,7 @@ class Live:
         self.sent = n
 
     def close(self) -> None:
-        self.proxy.stop()
-        if self.proxy.proxy.collector is not None:
-            self.proxy.proxy.collector.close(timeout_s=5)
+        self.proxy.close()
         self.worker.stop()
         self.cache.close()
 

@@ -319,9 +319,7 @@ def run_demo(settings: DemoSettings, config: ServiceConfig,
         if traffic is not None:
             traffic.close()
         if proxy is not None:
-            proxy.stop()
-            if proxy.proxy.collector is not None:
-                proxy.proxy.collector.close(timeout_s=5)
+            proxy.close()
         if store is not None:
             store.close()
         runtime.stop()

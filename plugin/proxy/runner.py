@@ -13,6 +13,7 @@ import signal
 import threading
 from collections.abc import Callable
 from types import TracebackType
+from typing import Self
 
 import uvloop
 from aiohttp import web
@@ -84,7 +85,14 @@ class ProxyThread:
         self._thread.join(10)
         self._loop.close()
 
-    def __enter__(self) -> ProxyThread:
+    def close(self, drain_s: float = 5.0) -> None:
+        """Stop serving, then hand the collector's pending records to Redis (at most
+        ``drain_s`` seconds) and close it."""
+        self.stop()
+        if self.proxy.collector is not None:
+            self.proxy.collector.close(timeout_s=drain_s)
+
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None,
