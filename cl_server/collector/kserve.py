@@ -21,12 +21,11 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import gzip
 import json
 import struct
 import zlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
