@@ -170,11 +170,11 @@ def start(config_file: Path, data_dir: Path | None, host: str | None, port: int 
 @click.option("--exit", "exit_after", is_flag=True,
               help="End after the summary instead of keeping the dashboard up.")
 @click.option("--quick", is_flag=True, help="Shorter phases (about half).")
-@click.option("--requests", "phase_requests", type=(int, int, int),
+@click.option("--requests", "phase_requests", type=(click.IntRange(min=1),) * 3,
               help="Requests in the stationary, new-classes and rotated phases.")
-@click.option("--rate", type=float, default=15.0, show_default=True,
-              help="Requests per second.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--rate", type=click.FloatRange(min=0.1, max=1000.0), default=15.0,
+              show_default=True, help="Requests per second.")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--screenshots", type=click.Path(path_type=Path),
               help="Save dashboard screenshots here after the summary (needs Playwright and "
                    "chromium: the test extras).")
@@ -194,6 +194,8 @@ def demo(data_dir: Path | None, host: str | None, port: int | None, exit_after: 
         return
     from plugin.demo.run import DemoSettings, run_demo
 
+    if screenshots is not None:
+        _screenshots_possible()
     settings = DemoSettings(
         data_dir=data_dir or DemoSettings.data_dir, host=host or DemoSettings.host,
         port=DemoSettings.port if port is None else port, rate=rate, quick=quick,
@@ -217,8 +219,21 @@ def demo(data_dir: Path | None, host: str | None, port: int | None, exit_after: 
         run_demo(settings, config, console, on_started=banner)
     except KeyboardInterrupt:
         console.print("stopped.")
-    except (RuntimeError, TimeoutError, OSError) as exc:
+    except (RuntimeError, TimeoutError, OSError, ValueError) as exc:
         _fail(str(exc))
+
+
+def _screenshots_possible() -> None:
+    """--screenshots needs Playwright (a test extra) and Debian's chromium: say so before the
+    demo runs, not after."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("playwright") is None:
+        _fail("--screenshots needs Playwright: install the test extras "
+              "(pip install -e '.[test]'; ./run test does)")
+    if shutil.which("chromium") is None:
+        _fail("--screenshots needs chromium on PATH (Debian: apt-get install chromium)")
 
 
 def _worker_settings(config_file: Path | None, data_dir: Path | None) -> Any:

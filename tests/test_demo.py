@@ -22,7 +22,7 @@ import pytest
 from model_factory.scenarios.datasets import mnist_5k
 from plugin.demo.data import image_demo
 from plugin.demo.report import _lineage_check, _recovered
-from plugin.demo.run import QUICK_REQUESTS
+from plugin.demo.run import MARKER, QUICK_REQUESTS, _fresh_data_dir
 from plugin.demo.traffic import Answer
 
 
@@ -166,3 +166,27 @@ def test_recovery_is_the_first_window_of_a_new_version_back_near_the_level() -> 
                for t in range(30)]
     assert _recovered(answers, 1.0, 0.0, window=5, first_version=1) == 19
     assert _recovered(answers[:18], 1.0, 0.0, window=5, first_version=1) is None
+
+
+def test_the_demo_empties_only_its_own_data_dir(tmp_path: Path) -> None:
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep")
+    with pytest.raises(RuntimeError, match="not made by the demo"):
+        _fresh_data_dir(foreign)
+    assert (foreign / "precious.txt").read_text() == "keep"
+    with pytest.raises(RuntimeError, match="is a file"):
+        _fresh_data_dir(foreign / "precious.txt")
+    mine = _fresh_data_dir(tmp_path / "demo")           # new: made and marked
+    (mine / "old-run.json").write_text("{}")
+    assert _fresh_data_dir(mine) == mine and sorted(p.name for p in mine.iterdir()) == [MARKER]
+
+
+def test_bad_demo_options_are_named_before_anything_starts(tmp_path: Path) -> None:
+    for args, named in ((["--rate", "0"], "--rate"), (["--requests", "5", "0", "5"], "--requests"),
+                        (["--seed", "-2"], "--seed")):
+        done = subprocess.run([sys.executable, "-m", "plugin.cli", "demo", "--exit", *args,
+                               "--data-dir", str(tmp_path / "d")], capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 2 and named in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and not (tmp_path / "d").exists()

@@ -16,7 +16,8 @@ and the request-collecting proxy in front of Triton. Then:
    ``demo.json`` in the run directory. The dashboard stays up until Ctrl-C (``--exit``: the
    demo ends after the summary).
 
-Each run starts from an empty data directory (``.modelci/demo`` by default).
+Each run starts from an empty data directory (``.modelci/demo`` by default); the demo only
+empties a directory that is empty or that it made itself (:data:`MARKER`).
 
 Example (not a doctest: it runs for minutes)::
 
@@ -198,14 +199,28 @@ class Monitor:
                 self.state.event(f"job {job.id[:8]} {status}: {(job.error or '')[:80]}")
 
 
+MARKER = ".modelci-demo"
+"""The file that marks a directory as a demo's own, which the next run may empty."""
+
+
 def _fresh_data_dir(path: Path) -> Path:
+    """``path``, emptied: only a directory a demo made (it holds :data:`MARKER`) or an empty
+    one is ever cleared; anything else is refused, so a mistyped ``--data-dir`` loses
+    nothing."""
     path = path.resolve()
+    if path.exists() and not path.is_dir():
+        raise RuntimeError(f"--data-dir {path} is a file, not a directory")
     if read_endpoints(path) is not None:
         raise RuntimeError(f"data dir {path} is in use by a running server; stop it or pass "
                            f"another --data-dir")
-    if path.exists():
+    if path.is_dir() and any(path.iterdir()):
+        if not (path / MARKER).is_file():
+            raise RuntimeError(f"--data-dir {path} is not empty and was not made by the demo "
+                               f"(no {MARKER} in it): the demo empties its data dir at each "
+                               f"run, so it only takes an empty or a demo directory")
         shutil.rmtree(path)
-    path.mkdir(parents=True)
+    path.mkdir(parents=True, exist_ok=True)
+    (path / MARKER).write_text("made by modelci-e demo; emptied at the start of each run\n")
     return path
 
 
@@ -221,12 +236,12 @@ def _labeled(api: Api, service: str) -> int:
     return int(stats["labeled_total"])
 
 
-def _wait_job(store: MongoStore, service: str, known: set[str], timeout_s: float
-              ) -> Any:
+def _first_job(store: MongoStore, service: str, timeout_s: float) -> Any:
+    """The service's first update job, once it ended."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         for job in store.list_jobs(service=service, limit=20):
-            if job.id not in known and job.status in ("succeeded", "failed", "cancelled"):
+            if job.status in ("succeeded", "failed", "cancelled"):
                 return job
         time.sleep(0.2)
     raise TimeoutError(f"no update job finished in {timeout_s:.0f} s")
@@ -279,7 +294,8 @@ def run_demo(settings: DemoSettings, config: ServiceConfig,
     runtime = ServerRuntime(config, data_dir=data_dir, host=settings.host, port=settings.port,
                             workers=1)
     state = LiveState()
-    monitor = traffic = proxy = None
+    monitor = None
+    closers: list[Callable[[], None]] = []  # the proxy and the traffic client, once started
     store: MongoStore | None = None
     try:
         started = runtime.start()
@@ -292,10 +308,11 @@ def run_demo(settings: DemoSettings, config: ServiceConfig,
             store.add_user(User(name="demo-traffic", role="engineer"))
         _, client_token = issue_token(store, "demo-traffic", "demo traffic and annotator")
         api = Api(started.url, client_token)
-        with _quiet_logs(), Live(render(state, f"{started.url}/"), console=console, refresh_per_second=4,
-                  transient=False, get_renderable=lambda: render(state, f"{started.url}/")):
+        view = Live(render(state, f"{started.url}/"), console=console, refresh_per_second=4,
+                    transient=False, get_renderable=lambda: render(state, f"{started.url}/"))
+        with _quiet_logs(), view:
             monitor = Monitor(store, config.name, state).start()
-            report, traffic, proxy = _drive(settings, config, data, started, store, api, state)
+            report = _drive(settings, config, data, started, store, api, state, closers)
         wide = console if console.is_terminal else Console(file=console.file, width=170)
         wide.print(summary_table(report))
         wide.print(updates_table(report))
@@ -316,10 +333,8 @@ def run_demo(settings: DemoSettings, config: ServiceConfig,
     finally:
         if monitor is not None:
             monitor.stop()
-        if traffic is not None:
-            traffic.close()
-        if proxy is not None:
-            proxy.close()
+        for close in reversed(closers):
+            close()
         if store is not None:
             store.close()
         runtime.stop()
@@ -346,8 +361,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def _drive(settings: DemoSettings, config: ServiceConfig, data: DemoData, started: Started,
-           store: MongoStore, api: Api, state: LiveState) -> tuple[dict[str, Any], Any, Any]:
-    """The first model, the phases of traffic, and the report."""
+           store: MongoStore, api: Api, state: LiveState,
+           closers: list[Callable[[], None]]) -> dict[str, Any]:
+    """The first model, the phases of traffic, and the report; what it starts that needs
+    stopping goes to ``closers``."""
     from cl_server.envelope.job import load_version
     from plugin.proxy.app import InferenceProxy
     from plugin.proxy.collector import RequestCollector
@@ -370,7 +387,7 @@ def _drive(settings: DemoSettings, config: ServiceConfig, data: DemoData, starte
     state.event(f"ingested {len(records)} labeled digits 0-4")
     api.post(f"/api/services/{service}/update", {"reason": "the first model (digits 0-4)"})
     state.stage = "the first model: training and deploying on Triton"
-    first = _wait_job(store, service, set(), timeout_s=300)
+    first = _first_job(store, service, timeout_s=300)
     if first.status != "succeeded" or (first.result or {}).get("outcome") != "deployed":
         raise RuntimeError(f"the first model was not deployed: {first.error or first.result}")
     api.patch(f"/api/services/{service}", {"status": "active"})
@@ -381,6 +398,7 @@ def _drive(settings: DemoSettings, config: ServiceConfig, data: DemoData, starte
         config.engine.kind, str(config.engine.url), config.engine.model_name, service, routing,
         RequestCollector(started.cache_url, service, config.engine.kind,
                          spool_dir=started.data_dir / "proxy-spool"))).start()
+    closers.append(proxy.close)
     classes: dict[int, list[str]] = {}
 
     def classes_of(version: int) -> list[str]:
@@ -396,6 +414,7 @@ def _drive(settings: DemoSettings, config: ServiceConfig, data: DemoData, starte
     traffic = TrafficGenerator(proxy.url, config.engine.model_name, config.model.input.name,
                                config.model.output_name, annotator, classes_of,
                                rate=settings.rate)
+    closers.append(traffic.close)
 
     routine_at = len(data.phases[0]) // 3
 
@@ -437,4 +456,4 @@ def _drive(settings: DemoSettings, config: ServiceConfig, data: DemoData, starte
     report["requests"]["labels_unmatched"] = annotator.unmatched
     report["urls"] = {"dashboard": f"{started.url}/", "engine": started.engine_url}
     state.stage = "done"
-    return report, traffic, proxy
+    return report
