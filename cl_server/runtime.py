@@ -41,6 +41,7 @@ ENV_CACHE_URL = "MODELCI_CACHE_URL"
 ENV_STORE_URI = "MODELCI_STORE_URI"
 ENV_STORE_DB = "MODELCI_STORE_DB"
 ENV_QUEUE = "MODELCI_QUEUE"
+ENV_WORKER_LABELS = "MODELCI_WORKER_LABELS"
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ def worker_process(settings: WorkerSettings, run_dir: Path, index: int) -> Manag
     name = f"modelci-embedded-{index}-{uuid.uuid4().hex[:6]}"
     env = {**os.environ, ENV_CACHE_URL: settings.cache_url, ENV_STORE_URI: settings.store_uri,
            ENV_STORE_DB: settings.database, ENV_QUEUE: settings.queue,
+           ENV_WORKER_LABELS: ",".join(settings.labels),
            ENV_DATA_DIR: str(run_dir.parent),
            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
@@ -161,7 +163,8 @@ class ServerRuntime:
         bootstrap = config.auth.bootstrap_admin_token
         admin_token = ensure_admin(self._store,
                                    bootstrap.get_secret_value() if bootstrap else None)
-        settings = WorkerSettings(cache_url, store_uri, config.store.database, config.queue.name)
+        settings = WorkerSettings(cache_url, store_uri, config.store.database, config.queue.name,
+                                  tuple(config.queue.embedded_worker_labels))
         forget_dead_workers(self._cache)
         for index in range(1, self.workers + 1):
             proc = worker_process(settings, self.data_dir / "run", index)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from collections.abc import Callable
@@ -236,15 +237,24 @@ def _screenshots_possible() -> None:
         _fail("--screenshots needs chromium on PATH (Debian: apt-get install chromium)")
 
 
-def _worker_settings(config_file: Path | None, data_dir: Path | None) -> Any:
+def _worker_settings(config_file: Path | None, data_dir: Path | None,
+                     labels: tuple[str, ...] = ()) -> Any:
     from cl_server.embedded import read_endpoints
     from cl_server.queue import WorkerSettings
-    from cl_server.runtime import ENV_CACHE_URL, ENV_QUEUE, ENV_STORE_DB, ENV_STORE_URI
+    from cl_server.runtime import (
+        ENV_CACHE_URL,
+        ENV_QUEUE,
+        ENV_STORE_DB,
+        ENV_STORE_URI,
+        ENV_WORKER_LABELS,
+    )
 
+    if not labels:
+        labels = tuple(x for x in os.environ.get(ENV_WORKER_LABELS, "").split(",") if x)
     if os.environ.get(ENV_CACHE_URL) and os.environ.get(ENV_STORE_URI):
         return WorkerSettings(os.environ[ENV_CACHE_URL], os.environ[ENV_STORE_URI],
                               os.environ.get(ENV_STORE_DB, "modelci"),
-                              os.environ.get(ENV_QUEUE, "modelci"))
+                              os.environ.get(ENV_QUEUE, "modelci"), labels)
     config = _load_or_exit(config_file or demo_config_path())
     from cl_server.deploy import ENV_DATA_DIR
 
@@ -259,7 +269,21 @@ def _worker_settings(config_file: Path | None, data_dir: Path | None) -> Any:
                   f"data dir {directory.resolve()}: start the server first or set the URLs")
         cache_url = cache_url or endpoints.cache_url
         store_uri = store_uri or endpoints.store_uri
-    return WorkerSettings(cache_url, store_uri, config.store.database, config.queue.name)
+    return WorkerSettings(cache_url, store_uri, config.store.database, config.queue.name,
+                          labels)
+
+
+def _labels(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
+    if not value:
+        return ()
+    labels = tuple(x.strip() for x in value.split(",") if x.strip())
+    bad = [x for x in labels if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,19}", x)]
+    if bad:
+        raise click.BadParameter(f"{', '.join(repr(b) for b in bad)}: a label is lower-case "
+                                 "letters, digits, '_' or '-' (at most 20)")
+    if len(set(labels)) > 4:
+        raise click.BadParameter("at most 4 labels")
+    return labels
 
 
 @cli.command()
@@ -268,13 +292,16 @@ def _worker_settings(config_file: Path | None, data_dir: Path | None) -> Any:
               help="Where a local 'modelci-e start' keeps its embedded services.")
 @click.option("--name", help="Worker name (default: host and a random suffix).")
 @click.option("--burst", is_flag=True, help="Exit when the queue is empty.")
+@click.option("--labels", callback=_labels, metavar="A,B",
+              help="This worker's labels (e.g. gpu): it also runs the jobs of services whose "
+                   "scheduling.worker_labels it has.")
 def worker(config_file: Path | None, data_dir: Path | None, name: str | None,
-           burst: bool) -> None:
+           burst: bool, labels: tuple[str, ...]) -> None:
     """Run a job worker. Any machine reaching the same Redis and store can run more."""
     from cl_server.queue import run_worker
     from cl_server.store import StoreError
 
-    settings = _worker_settings(config_file, data_dir)
+    settings = _worker_settings(config_file, data_dir, labels)
     try:
         run_worker(settings, name=name, burst=burst)
     except StoreError as exc:

@@ -43,7 +43,7 @@ def service_record(config: ServiceConfig) -> Service:
     """The store record of the config's service (its sections as JSON, secrets excluded)."""
     sections = config.model_dump(mode="json", include={
         "description", "engine", "model", "collector", "drift", "triggers", "cl", "validation",
-        "deployment"})
+        "deployment", "scheduling"})
     sections["annotator"] = config.annotator.model_dump(mode="json", exclude={"token"})
     return Service(name=config.name, engine_kind=config.engine.kind,
                    model_name=config.engine.model_name, classes=list(config.model.classes),
@@ -60,7 +60,8 @@ def create_app(config: ServiceConfig, store: Store, cache: redis.Redis,
     store.upsert_service(service_record(config))
     app.extensions["modelci"] = ServerContext(
         config=config, store=store, cache=cache,
-        queue=queue or JobQueue(store, cache, config.queue.name, config.queue.job_timeout_s),
+        queue=queue or JobQueue(store, cache, config.queue.name, config.queue.job_timeout_s,
+                                placement={config.name: config.scheduling.worker_labels}),
         engine=engine or EngineProbe(config.engine),
         collector=ServiceCollector(config, cache, store, config.server.data_dir / "spool"))
     for blueprint in (health.bp, access.bp, services.bp, jobs.bp, collect.bp, dashboard.bp,

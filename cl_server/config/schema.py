@@ -112,6 +112,9 @@ BUFFERS = ("none", "reservoir", "class_balanced")
 DEPLOY_MODES = ("full", "sparse", "partial")
 ROLLOUTS = ("direct", "canary", "shadow")
 ANNOTATORS = ("none", "label_studio", "simulated")
+SCHEDULING_POLICIES = ("immediate", "slo-aware", "off-peak")
+WorkerLabel = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,19}$")]
+"""A worker label (``gpu``, ``edge-eu``): lower-case, digits, ``_ -``."""
 
 # Which signals each detector can watch: KS compares feature distributions, chi-square compares
 # class proportions, the binary detectors (DDM family) only make sense on a 0/1 error stream.
@@ -431,6 +434,77 @@ class AnnotatorConfig(Section):
         return self
 
 
+def _window(value: str) -> str:
+    parts = value.split("-")
+    try:
+        if len(parts) != 2:
+            raise ValueError
+        for part in parts:
+            hours, minutes = part.split(":")
+            if not (len(hours) == 2 and len(minutes) == 2 and 0 <= int(hours) <= 23
+                    and 0 <= int(minutes) <= 59):
+                raise ValueError
+    except ValueError:
+        raise PydanticCustomError(
+            "window", "'{value}' is not a time window HH:MM-HH:MM (e.g. 22:00-06:00)",
+            {"value": value}) from None
+    if parts[0] == parts[1]:
+        raise PydanticCustomError("window", "'{value}' is an empty window", {"value": value})
+    return value
+
+
+TimeWindow = Annotated[str, AfterValidator(_window)]
+
+
+class SloConfig(Section):
+    """The inference latency an update job must not break (``slo-aware``)."""
+
+    p95_ms: float | None = Field(
+        None, gt=0, description="Inference p95 latency the job must keep, ms (the proxy's "
+        "figures over its last seconds); empty: p95_ratio times the p95 measured just before "
+        "the job starts.")
+    p95_ratio: float = Field(1.2, ge=1, description="With no p95_ms: the SLO as a multiple of "
+                             "the p95 measured during baseline_s before the job trains.")
+    baseline_s: float = Field(3.0, gt=0, le=60, description="Seconds of latency readings the "
+                              "baseline p95 is taken from.")
+    signal_max_age_s: float = Field(3.0, gt=0, description="Latency figures older than this "
+                                    "(no traffic, no proxy) are no signal: the job runs at its "
+                                    "current pace.")
+
+
+class SchedulingConfig(Section):
+    """When and where the service's update jobs train beside live inference."""
+
+    policy: choice("scheduling policy", SCHEDULING_POLICIES) = Field(  # type: ignore
+        "immediate", description="immediate: train at full speed at once; slo-aware: pace "
+        "the job between training steps so that the inference p95 stays within slo (it "
+        "pauses while the SLO is broken); off-peak: start only inside off_peak_windows.")
+    slo: SloConfig = SloConfig()
+    threads: int | None = Field(
+        None, ge=1, le=256, description="Torch threads of the job; empty: all cores for "
+        "immediate and off-peak, half the cores (at least 1) for slo-aware.")
+    nice: int | None = Field(
+        None, ge=0, le=19, description="OS niceness the job's process takes (higher: lower "
+        "priority); empty: 0 for immediate and off-peak, 10 for slo-aware.")
+    min_duty: float = Field(0.05, gt=0, le=1, description="slo-aware: least share of the "
+                            "wall time the job trains while it is paced.")
+    max_pause_s: float = Field(30.0, gt=0, description="slo-aware: a pause lasts at most this "
+                               "long; then one step runs, so the job always finishes.")
+    off_peak_windows: list[TimeWindow] = Field(
+        default_factory=list, max_length=24, description="off-peak: local-time windows "
+        "HH:MM-HH:MM (may wrap midnight) in which jobs may start; a started job finishes.")
+    worker_labels: list[WorkerLabel] = Field(
+        default_factory=list, max_length=4, description="Run this service's update jobs only "
+        "on workers that have every one of these labels (modelci-e worker --labels).")
+
+    @model_validator(mode="after")
+    def _off_peak_needs_windows(self) -> SchedulingConfig:
+        if self.policy == "off-peak" and not self.off_peak_windows:
+            raise field_error("off_peak_windows", "policy off-peak needs at least one window "
+                              "(HH:MM-HH:MM)")
+        return self
+
+
 class AuthConfig(Section):
     bootstrap_admin_token: OptionalSecret = Field(
         None, description="Admin token to install at first start (use ${VAR}); empty: one is "
@@ -452,6 +526,9 @@ class QueueConfig(Section):
     embedded_workers: int = Field(1, ge=0, le=8, description="Worker processes the CLI starts.")
     job_timeout_s: PositiveSeconds = Field(3600.0, description="RQ stops a job running longer "
                                            "than this many seconds.")
+    embedded_worker_labels: list[WorkerLabel] = Field(
+        default_factory=list, max_length=4, description="Labels of the workers the CLI starts "
+        "(scheduling.worker_labels places jobs by them).")
 
 
 class ServerConfig(Section):
@@ -482,6 +559,7 @@ class ServiceConfig(Section):
     validation: ValidationConfig = ValidationConfig()
     deployment: DeploymentConfig = DeploymentConfig()
     annotator: AnnotatorConfig = AnnotatorConfig()
+    scheduling: SchedulingConfig = SchedulingConfig()
     auth: AuthConfig = AuthConfig()
     queue: QueueConfig = QueueConfig()
     server: ServerConfig = ServerConfig()

@@ -27,6 +27,7 @@ import hashlib
 import math
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -52,6 +53,7 @@ from cl_server.envelope.train import (
 )
 from cl_server.queue.kinds import JobContext, KindParams, job_kind
 from cl_server.scenario_switch import ScenarioSwitch
+from cl_server.scheduling.factory import job_governor
 from cl_server.store import ModelVersion, Service, Store, Validation
 
 LABEL_POLL_S = 1.0
@@ -117,6 +119,8 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
         if service.champion_version else None
     champion = load_version(champion_record) if champion_record else None
 
+    governor = job_governor(ctx, config)
+    governor.admit()  # the scheduling policy may hold the job (off-peak, SLO already broken)
     previous = snapshot_of(champion_record.data_query if champion_record else None)
     waiting = new_sample_count(store, service.name, previous)
     if waiting < config.cl.min_new_samples and config.cl.label_wait_s > 0:
@@ -153,7 +157,9 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
             update={"strategy": strategy})})
         contenders.append(_challenger(ctx, variant, params, service, champion_record, champion,
                                       data, training, scenario, reason, classes_seen, recent,
-                                      historical))
+                                      historical, governor.between_steps))
+    schedule = governor.summary()
+    ctx.store.update_job(ctx.job_id, schedule=schedule)
     winner = contenders[0]
     if len(contenders) > 1:
         best = best_passing([(str(c.version), c.report) for c in contenders])
@@ -208,7 +214,8 @@ class _Contender:
 def _challenger(ctx: JobContext, config: ServiceConfig, params: CLUpdateParams,
                 service: Service, champion_record: ModelVersion | None, champion: Any,
                 data: UpdateData, training: Training, scenario: str, reason: str,
-                classes_seen: list[str], recent: Any, historical: Any) -> _Contender:
+                classes_seen: list[str], recent: Any, historical: Any,
+                between_steps: Callable[[], None] | None = None) -> _Contender:
     """Train, store and validate one challenger with ``config.cl.strategy``."""
     from evaluator.validator import ServiceValidator, update_transfer
 
@@ -218,7 +225,8 @@ def _challenger(ctx: JobContext, config: ServiceConfig, params: CLUpdateParams,
     continues = continues_from_champion(config, champion, scenario)
     stats = train(model, config, training, scenario, params.seed, ctx.log, ctx.check_cancelled,
                   deployed=champion.net.state_dict() if continues else None,
-                  residual=_residual(champion_record) if continues else None)
+                  residual=_residual(champion_record) if continues else None,
+                  between_steps=between_steps)
     residual = stats.pop("residual", None)
     record = store.add_version(ModelVersion(
         service=service.name, version=0,

@@ -74,11 +74,13 @@ def starting_model(config: ServiceConfig, champion: Classifier | None, scenario:
 def train(model: Classifier, config: ServiceConfig, data: Training, scenario: str, seed: int,
           log: Callable[[str], None], check_cancelled: Callable[[], None],
           deployed: Mapping[str, torch.Tensor] | None = None,
-          residual: dict[str, Any] | None = None) -> dict[str, Any]:
+          residual: dict[str, Any] | None = None,
+          between_steps: Callable[[], None] | None = None) -> dict[str, Any]:
     """Train ``model`` in place; returns training statistics (seconds, samples, loss, the
     deployment mode used and, for ``sparse``, the residual to keep for the next job).
     ``deployed``: the champion's weights when ``model`` continues from them; ``residual``: the
-    champion job's sparse residual."""
+    champion job's sparse residual; ``between_steps``: called after every optimizer step (the
+    job's scheduling governor)."""
     cl = config.cl
     present = set(data.history_labels) | set(data.new_labels)
     unseen = [c for c in config.model.classes if c in present and c not in model.classes]
@@ -136,7 +138,7 @@ def train(model: Classifier, config: ServiceConfig, data: Training, scenario: st
         assert deployed is not None
         update = partial_update(model, deployed, batches, config.deployment.ratio,
                                 epochs_full=1, epochs_finetune=1, lr=cl.learning_rate,
-                                seed=seed)
+                                seed=seed, between_steps=between_steps)
         stats = {"wall_s": update.seconds["total"], "mean_loss": None}  # DPU reports no loss
         log(f"partial update: {update.reason}" + ("" if strategy is None or name == "naive"
             else f" (plain cross-entropy: the {name} penalty does not apply to partial updates)"))
@@ -151,7 +153,7 @@ def train(model: Classifier, config: ServiceConfig, data: Training, scenario: st
                 optimizer.load_state_dict(residual)
         # One fit over every epoch's batches: the strategy sees one experience (hooks run once).
         stats = model.fit(new_x, new_y, strategy=strategy, loader=prebatched(batches),
-                          optimizer=optimizer)
+                          optimizer=optimizer, between_steps=between_steps)
         if optimizer is not None:
             extra["residual"] = optimizer.state_dict()
     check_cancelled()

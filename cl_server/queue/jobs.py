@@ -19,6 +19,10 @@ submission, finds such jobs and records them ``failed`` with the reason:
   registration outlives it until its heartbeat expires);
 - RQ's heartbeat for the job expired (a worker on another host stopped answering).
 
+Placement: a service whose ``scheduling.worker_labels`` name labels has its jobs put on the
+queue of those labels (:mod:`cl_server.scheduling.placement`), which only workers started with
+every one of them serve (``modelci-e worker --labels gpu``). The job's record names its queue.
+
 A job declared failed this way cannot deploy any more: the job checks its status before it
 changes the champion (:meth:`~cl_server.queue.kinds.JobContext.check_cancelled`).
 """
@@ -28,6 +32,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psutil
@@ -41,6 +46,7 @@ from rq.registry import StartedJobRegistry
 
 from cl_server.json_numbers import integral_floats_as_ints
 from cl_server.queue.kinds import KINDS, JobKind
+from cl_server.scheduling.placement import labels_of, queue_name
 from cl_server.store import Job, Store, utcnow
 from cl_server.store.entities import TERMINAL_JOB_STATES
 
@@ -67,14 +73,26 @@ class JobQueue:
         cache: the Redis connection RQ uses.
         name: the RQ queue name.
         job_timeout_s: RQ kills a job running longer than this.
+        placement: service name -> the worker labels its jobs need (empty: any worker).
     """
 
     def __init__(self, store: Store, cache: redis.Redis, name: str = "modelci",
-                 job_timeout_s: float = 3600.0):
+                 job_timeout_s: float = 3600.0,
+                 placement: Mapping[str, Sequence[str]] | None = None):
         self.store = store
         self.cache = cache
         self.queue = Queue(name, connection=cache)
         self.job_timeout_s = job_timeout_s
+        self.placement = {service: tuple(labels) for service, labels in
+                          (placement or {}).items() if labels}
+        self._queues = {name: self.queue}
+
+    def queue_for(self, service: str | None) -> Queue:
+        """The RQ queue of ``service``'s jobs (by its placement labels)."""
+        name = queue_name(self.queue.name, self.placement.get(service or "", ()))
+        if name not in self._queues:
+            self._queues[name] = Queue(name, connection=self.cache)
+        return self._queues[name]
 
     def submit(self, kind: str, params: dict[str, JsonValue] | None = None,
                service: str | None = None, trigger: dict[str, JsonValue] | None = None) -> Job:
@@ -93,17 +111,23 @@ class JobQueue:
         params_json = checked.model_dump(mode="json")
         if service is None and isinstance(params_json.get("service"), str):
             service = params_json["service"]
+        queue = self.queue_for(service)
+        record = Job(kind=kind, service=service, trigger=trigger, params=params_json,
+                     queue=queue.name)
         if spec.exclusive and service is not None:
             with self.cache.lock(f"modelci:queue:submit:{service}", timeout=30,
                                  blocking_timeout=30):
                 self._refuse_second(spec, service)
-                job = self.store.add_job(Job(kind=kind, service=service, trigger=trigger,
-                                             params=params_json))
+                job = self.store.add_job(record)
         else:
-            job = self.store.add_job(Job(kind=kind, service=service, trigger=trigger,
-                                         params=params_json))
+            job = self.store.add_job(record)
+        if queue is not self.queue and Worker.count(queue=queue) == 0:
+            self.store.append_job_logs(job.id, [("WARNING", (
+                f"no worker labelled {', '.join(labels_of(queue.name))} serves queue "
+                f"{queue.name} now: the job waits for one (modelci-e worker --labels "
+                f"{','.join(labels_of(queue.name))})"))])
         try:
-            self.queue.enqueue(
+            queue.enqueue(
                 "cl_server.queue.worker.run_job", job.id, job_id=job.id,
                 job_timeout=int(self.job_timeout_s), result_ttl=3600, failure_ttl=86400,
                 on_failure=Callback("cl_server.queue.worker.on_rq_failure"),
@@ -160,7 +184,7 @@ class JobQueue:
                 and not psutil.pid_exists(worker.pid):
             worker.register_death()
             return f"worker lost: {job.worker} (pid {worker.pid}) is no longer running"
-        registry = StartedJobRegistry(self.queue.name, connection=self.cache)
+        registry = StartedJobRegistry(job.queue or self.queue.name, connection=self.cache)
         if job.id in registry.get_expired_job_ids(time.time()):
             return f"worker lost: no heartbeat from {job.worker} for job {job.id}"
         return None
@@ -195,11 +219,13 @@ class JobQueue:
                           "cancelled")
 
     def depth(self) -> int:
-        """Jobs waiting in the queue."""
-        return self.queue.count
+        """Jobs waiting in the queue and in the labelled queues of the placed services."""
+        for service in self.placement:
+            self.queue_for(service)
+        return sum(queue.count for queue in self._queues.values())
 
     def worker_count(self) -> int:
-        """Workers currently serving this queue."""
+        """Workers currently serving the unlabelled queue."""
         return Worker.count(queue=self.queue)
 
 

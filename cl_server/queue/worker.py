@@ -19,6 +19,7 @@ from rq import Queue, Worker, get_current_job
 from rq.job import Job as RQJob
 
 from cl_server.queue.kinds import KINDS, JobCancelled
+from cl_server.scheduling.placement import served_queues
 from cl_server.store import MongoStore, Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class WorkerSettings:
     store_uri: str
     database: str
     queue: str
+    labels: tuple[str, ...] = ()
+    """The worker's labels: it also serves the queues of jobs placed on them."""
 
 
 _settings: WorkerSettings | None = None
@@ -127,13 +130,15 @@ def on_rq_stopped(job: RQJob, connection: redis.Redis) -> None:
 
 
 def run_worker(settings: WorkerSettings, name: str | None = None, burst: bool = False) -> None:
-    """Serve the queue until SIGTERM (warm: finish the job) or a second SIGTERM (cold)."""
+    """Serve the queue (and the labelled queues of ``settings.labels``, first) until SIGTERM (warm: finish the job) or a second SIGTERM (cold)."""
     global _settings
     _settings = settings
     store = MongoStore(settings.store_uri, settings.database)
     store.ping()
     store.close()
     connection = redis.Redis.from_url(settings.cache_url)
-    worker = Worker([Queue(settings.queue, connection=connection)], connection=connection,
+    queues = [Queue(name, connection=connection)
+              for name in served_queues(settings.queue, settings.labels)]
+    worker = Worker(queues, connection=connection,
                     name=name or f"modelci-{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
     worker.work(burst=burst, with_scheduler=False, logging_level="INFO")

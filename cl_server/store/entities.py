@@ -166,6 +166,10 @@ class Job(Record):
     started_at: Timestamp | None = None
     finished_at: Timestamp | None = None
     cancel_requested: bool = False
+    queue: str | None = None
+    """The RQ queue it went to (``modelci@gpu``: it needs a worker labelled ``gpu``)."""
+    schedule: JsonObject | None = None
+    """The scheduling policy's live account of the job (:mod:`cl_server.scheduling`)."""
 
 
 class JobLog(Record):

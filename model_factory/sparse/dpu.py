@@ -179,6 +179,31 @@ class _FrozenOutsideMask(CLStrategy):
             p.copy_(torch.where(self.mask[name], p, self.start[name]))
 
 
+class _Paced(CLStrategy):
+    """``inner``'s hooks, then ``between_steps`` after each step."""
+
+    def __init__(self, inner: CLStrategy, between_steps: Callable[[], None] | None):
+        self.inner = inner
+        self.between_steps = between_steps
+
+    def before_experience(self, model: nn.Module) -> None:
+        self.inner.before_experience(model)
+
+    def penalty(self, model: nn.Module, inputs: Tensor, logits: Tensor) -> Tensor:
+        return self.inner.penalty(model, inputs, logits)
+
+    def before_step(self, model: nn.Module) -> None:
+        self.inner.before_step(model)
+
+    def after_step(self, model: nn.Module) -> None:
+        self.inner.after_step(model)
+        if self.between_steps is not None:
+            self.between_steps()
+
+    def after_experience(self, model: nn.Module, loader: Any) -> None:
+        self.inner.after_experience(model, loader)
+
+
 def contribution_mask(start: Mapping[str, Tensor], full: Mapping[str, Tensor],
                       local: Mapping[str, Tensor], ratio: float,
                       global_weight: float = 0.5) -> dict[str, Tensor]:
@@ -242,7 +267,8 @@ def partial_update(model: Any, deployed_state: Mapping[str, Tensor],
                    train_batches: Sequence[Batch], ratio: float, *, epochs_full: int = 5,
                    epochs_finetune: int = 5, lr: float = 1e-3, optimizer: str = "adam",
                    seed: int = 0, validate: Validate | None = None,
-                   reinit_seed: int | None = None, global_weight: float = 0.5) -> PartialUpdate:
+                   reinit_seed: int | None = None, global_weight: float = 0.5,
+                   between_steps: Callable[[], None] | None = None) -> PartialUpdate:
     """One round of Deep Partial Updating (see the module doc).
 
     Parameters:
@@ -261,20 +287,23 @@ def partial_update(model: Any, deployed_state: Mapping[str, Tensor],
         reinit_seed: start from :func:`fresh_weights` of this seed instead of the deployed
             weights (a re-initialisation; see :class:`ReinitRule`).
         global_weight: mix of the global and the local contribution (0.5 as the authors).
+        between_steps: called after every optimizer step of both phases (a scheduling
+            governor paces the job there).
     """
     _check_training(train_batches, ratio, epochs_full, epochs_finetune, optimizer)
     with torch.random.fork_rng(devices=[]):  # training draws (dropout) leave the caller's RNG
         torch.manual_seed(seed)
         return _partial_update(_network(model), deployed_state, train_batches, ratio,
                                epochs_full, epochs_finetune, OPTIMIZERS[optimizer], lr,
-                               validate, reinit_seed, global_weight)
+                               validate, reinit_seed, global_weight, between_steps)
 
 
 def _partial_update(net: nn.Module, deployed_state: Mapping[str, Tensor],
                     train_batches: Sequence[Batch], ratio: float, epochs_full: int,
                     epochs_finetune: int, optimizer: type[torch.optim.Optimizer], lr: float,
                     validate: Validate | None, reinit_seed: int | None,
-                    global_weight: float) -> PartialUpdate:
+                    global_weight: float,
+                    between_steps: Callable[[], None] | None = None) -> PartialUpdate:
     seconds = dict.fromkeys(("full", "select", "finetune", "validate"), 0.0)
     began = time.perf_counter()
     deployed = {name: t.detach().clone() for name, t in deployed_state.items()}
@@ -296,7 +325,7 @@ def _partial_update(net: nn.Module, deployed_state: Mapping[str, Tensor],
 
     tic = time.perf_counter()
     path = _PathContribution(net)
-    fit_experience(net, train_batches, path,
+    fit_experience(net, train_batches, _Paced(path, between_steps),
                    optimizer(net.parameters(), lr=lr), epochs=epochs_full)
     seconds["full"] = time.perf_counter() - tic
 
@@ -310,7 +339,7 @@ def _partial_update(net: nn.Module, deployed_state: Mapping[str, Tensor],
 
     best_state = {name: t.detach().clone() for name, t in net.state_dict().items()}
     best = score() if validate else None
-    frozen = _FrozenOutsideMask(net, mask, start)
+    frozen = _Paced(_FrozenOutsideMask(net, mask, start), between_steps)
     finetune = optimizer(net.parameters(), lr=lr)
     for _ in range(epochs_finetune):
         tic = time.perf_counter()

@@ -27,7 +27,7 @@ import logging
 import math
 import time
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,11 +67,13 @@ class Prediction:
 class _Lit(pl.LightningModule):
     """The Lightning view of a :class:`Classifier` during one ``fit``."""
 
-    def __init__(self, net: nn.Module, strategy: CLStrategy, optimizer: torch.optim.Optimizer):
+    def __init__(self, net: nn.Module, strategy: CLStrategy, optimizer: torch.optim.Optimizer,
+                 between_steps: Callable[[], None] | None = None):
         super().__init__()
         self.net = net
         self.strategy = strategy
         self._optimizer = optimizer
+        self._between_steps = between_steps
         self.batches = 0
         self.loss_sum = 0.0
         self.penalty_sum = 0.0
@@ -98,6 +100,8 @@ class _Lit(pl.LightningModule):
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         self.strategy.after_step(self.net)
+        if self._between_steps is not None:
+            self._between_steps()
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return self._optimizer
@@ -168,13 +172,16 @@ class Classifier:
 
     def fit(self, x: Tensor, y: Tensor, *, strategy: CLStrategy | None = None, epochs: int = 1,
             batch_size: int = 64, loader: DataLoader | None = None,
-            optimizer: torch.optim.Optimizer | None = None) -> dict[str, float]:
+            optimizer: torch.optim.Optimizer | None = None,
+            between_steps: Callable[[], None] | None = None) -> dict[str, float]:
         """Train on one experience; returns wall time (s), batches, mean loss and penalty.
 
         ``loader`` replaces the default shuffled loader over ``(x, y)`` (e.g. to mix in rehearsal
         samples); ``strategy`` defaults to naive fine-tuning. ``optimizer`` (over ``self.net``'s
         parameters, e.g. a :class:`~model_factory.sparse.SparseResidualSGD` kept across updates)
         trains this fit instead of the model's own optimizer, whose state is left as it is.
+        ``between_steps`` is called after every optimizer step (a scheduling governor paces or
+        pauses the job there; it may raise to stop the fit).
         """
         self._check_inputs(x, y)
         if len(x) == 0:
@@ -186,7 +193,8 @@ class Classifier:
         if loader is None:
             loader = DataLoader(TensorDataset(x, y.long()), batch_size=batch_size, shuffle=True,
                                 generator=generator)
-        lit = _Lit(self.net, strategy, self._optimizer if optimizer is None else optimizer)
+        lit = _Lit(self.net, strategy, self._optimizer if optimizer is None else optimizer,
+                   between_steps)
         trainer = pl.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
                              enable_progress_bar=False, enable_checkpointing=False,
                              enable_model_summary=False, num_sanity_val_steps=0)

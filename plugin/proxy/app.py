@@ -34,7 +34,7 @@ from multidict import CIMultiDict
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from plugin.proxy.collector import RequestCollector, ServedRequest
-from plugin.proxy.metrics import ProxyMetrics, publish_latency
+from plugin.proxy.metrics import ProxyMetrics, publish_latency, publish_recent_latency
 from plugin.serving.routing import Routes, RoutingTable
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,8 @@ class InferenceProxy:
         self.timeout = aiohttp.ClientTimeout(total=timeout_s)
         self.max_body_bytes = max_body_bytes
         self.publish_every_s = publish_every_s
+        self.recent_every_s = 0.5
+        self.recent_window_s = 2.0
         self.metrics = ProxyMetrics(service)
         self._random = random.Random(seed)
         self._session: aiohttp.ClientSession | None = None
@@ -150,20 +152,27 @@ class InferenceProxy:
             self._publisher = asyncio.get_running_loop().create_task(self._publish_latency())
 
     async def _publish_latency(self) -> None:
-        """Every few seconds, the per-version latency figures to Redis (for the dashboard and
-        the validator's latency gate); a Redis error only skips that round."""
+        """Twice a second, the latency figures of the last ``recent_window_s`` seconds (for the
+        scheduling policies); every ``publish_every_s``, the per-version figures (for the
+        dashboard and the validator's latency gate). A Redis error only skips that round."""
         assert self.collector is not None
         loop = asyncio.get_running_loop()
+        last = time.monotonic()
         while True:
-            await asyncio.sleep(self.publish_every_s)
-            stats = self.metrics.window.stats()
-            if not stats:
-                continue
-            try:
-                await loop.run_in_executor(None, publish_latency, self.collector.client,
-                                           self.service, stats)
-            except redis.RedisError as exc:
-                log.warning("latency figures not published: %s", exc)
+            await asyncio.sleep(self.recent_every_s)
+            jobs = [(publish_recent_latency,
+                     self.metrics.window.recent(self.recent_window_s))]
+            if time.monotonic() - last >= self.publish_every_s:
+                last = time.monotonic()
+                stats = self.metrics.window.stats()
+                if stats:
+                    jobs.append((publish_latency, stats))
+            for publish, figures in jobs:
+                try:
+                    await loop.run_in_executor(None, publish, self.collector.client,
+                                               self.service, figures)
+                except redis.RedisError as exc:
+                    log.warning("latency figures not published: %s", exc)
 
     async def _stop(self, _: web.Application) -> None:
         if self._publisher is not None:

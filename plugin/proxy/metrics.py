@@ -11,7 +11,10 @@ Prometheus (``GET /metrics`` on the proxy, prometheus-client text format):
 Next to them, :class:`LatencyWindow` keeps the last ``size`` latencies per version and gives
 p50 / p95 / p99 in milliseconds and the request rate; :func:`publish_latency` writes them to the
 Redis hash ``modelci:{service}:latency:{version}`` for the dashboard and the validator's
-latency gate.
+latency gate. :meth:`LatencyWindow.recent` gives the same figures over the last seconds, all
+versions together, which :func:`publish_recent_latency` writes to
+``modelci:{service}:latency:recent`` twice a second for the scheduling policies
+(:mod:`cl_server.scheduling`).
 
 Example:
     >>> window = LatencyWindow(size=100)
@@ -65,6 +68,25 @@ class LatencyWindow:
         return out
 
 
+    def recent(self, seconds: float, now: float | None = None) -> dict[str, float]:
+        """p50/p95/p99 (ms) and count of every version's latencies of the last ``seconds``
+        (count 0 and no quantiles when there were none)."""
+        now = time.monotonic() if now is None else now
+        since = now - seconds
+        latencies = []
+        with self._lock:
+            for samples in self._samples.values():
+                for stamp, seconds_taken in reversed(samples):  # newest first
+                    if stamp < since:
+                        break
+                    latencies.append(seconds_taken)
+        if not latencies:
+            return {"count": 0}
+        p50, p95, p99 = np.percentile(np.array(latencies) * 1000, [50, 95, 99])
+        return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3),
+                "p99_ms": round(float(p99), 3), "count": len(latencies)}
+
+
 class ProxyMetrics:
     """The proxy's Prometheus metrics in their own registry, plus a :class:`LatencyWindow`."""
 
@@ -108,4 +130,22 @@ def publish_latency(client: Any, service: str, stats: dict[int, dict[str, float]
     with client.pipeline(transaction=False) as pipe:
         for version, values in stats.items():
             pipe.hset(latency_key(service, version), mapping={**values, "updated_ms": stamp})
+        pipe.execute()
+
+
+def recent_latency_key(service: str) -> str:
+    return f"modelci:{service}:latency:recent"
+
+
+RECENT_TTL_S = 60
+
+
+def publish_recent_latency(client: Any, service: str, figures: dict[str, float]) -> None:
+    """Write :meth:`LatencyWindow.recent` figures to ``modelci:{service}:latency:recent`` (a
+    Redis hash, with ``updated_ms``; it expires a minute after the last write)."""
+    key = recent_latency_key(service)
+    with client.pipeline(transaction=True) as pipe:
+        pipe.delete(key)
+        pipe.hset(key, mapping={**figures, "updated_ms": int(time.time() * 1000)})
+        pipe.expire(key, RECENT_TTL_S)
         pipe.execute()

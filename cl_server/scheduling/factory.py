@@ -1,0 +1,79 @@
+"""The governor of an update job, built from the service's ``scheduling`` section."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import redis
+
+from cl_server.config.schema import SchedulingConfig, ServiceConfig
+from cl_server.scheduling.governor import Governor, apply_limits
+from cl_server.scheduling.policy import Immediate, OffPeak, Policy, SloAware
+from cl_server.scheduling.signals import LiveSignals
+from plugin.proxy.metrics import recent_latency_key
+
+SLO_AWARE_NICE = 10
+
+
+def make_policy(scheduling: SchedulingConfig) -> Policy:
+    """The policy ``scheduling.policy`` names, with its settings."""
+    if scheduling.policy == "slo-aware":
+        return SloAware(scheduling.slo.p95_ms, min_duty=scheduling.min_duty)
+    if scheduling.policy == "off-peak":
+        return OffPeak(scheduling.off_peak_windows)
+    return Immediate()
+
+
+def process_limits(scheduling: SchedulingConfig) -> tuple[int | None, int | None]:
+    """Torch threads and niceness for a job (None: leave as is); see the schema's defaults."""
+    import torch
+
+    threads, nice = scheduling.threads, scheduling.nice
+    if scheduling.policy == "slo-aware":
+        if threads is None:
+            threads = min(torch.get_num_threads(), max(1, (os.cpu_count() or 2) // 2))
+        if nice is None:
+            nice = SLO_AWARE_NICE
+    return threads, nice
+
+
+def longer_window_p95(cache: redis.Redis, service: str) -> float | None:
+    """The p95 of the most recently published per-version figures (the proxy's last 5,000
+    requests), or None."""
+    best: tuple[int, float] | None = None
+    recent = recent_latency_key(service)
+    try:
+        for key in cache.scan_iter(match=f"modelci:{service}:latency:*", count=100):
+            if key.decode() == recent:
+                continue
+            figures = cache.hmget(key, "p95_ms", "updated_ms")
+            if figures[0] is None or figures[1] is None:
+                continue
+            stamp = int(figures[1])
+            if best is None or stamp > best[0]:
+                best = (stamp, float(figures[0]))
+    except redis.RedisError:
+        return None
+    return best[1] if best else None
+
+
+def job_governor(ctx: Any, config: ServiceConfig, queues: list[str] | None = None) -> Governor:
+    """The governor of the running job ``ctx`` (a :class:`~cl_server.queue.kinds.JobContext`)
+    of ``config``'s service: its policy, live signals, limits applied to this process, and its
+    schedule recorded on the job."""
+    scheduling = config.scheduling
+    threads, nice = process_limits(scheduling)
+    limits = apply_limits(threads, nice)
+    signals = LiveSignals(ctx.cache, config.name, max_age_s=scheduling.slo.signal_max_age_s,
+                          queues=queues or [])
+
+    def record(summary: dict[str, Any]) -> None:
+        ctx.store.update_job(ctx.job_id, schedule=summary)
+
+    return Governor(make_policy(scheduling), signals, log=ctx.log,
+                    check_cancelled=ctx.check_cancelled, record=record,
+                    max_pause_s=scheduling.max_pause_s, baseline_s=scheduling.slo.baseline_s,
+                    slo_ratio=scheduling.slo.p95_ratio,
+                    fallback_baseline=lambda: longer_window_p95(ctx.cache, config.name),
+                    limits=limits)

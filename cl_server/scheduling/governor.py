@@ -1,0 +1,245 @@
+"""The governor of one running job: applies its policy before and between training steps.
+
+The training loop calls :meth:`Governor.between_steps` after every optimizer step (the
+``between_steps`` hook of :meth:`~model_factory.templates.Classifier.fit`); the job calls
+:meth:`Governor.admit` before it takes its data. Pacing and pausing only ever happen between
+two steps and only sleep, so a paced or paused job computes exactly what an unpaced one
+computes with the same seed and the same number of threads.
+
+Every change of state (``waiting``, ``running``, ``paced``, ``paused``) is a line of the job's
+log with its reason and the signals that caused it; :meth:`Governor.summary` (also written to
+the job's record as it runs, at most once a second, through ``record``) gives the totals the
+job card shows: seconds waited, paced and paused, steps, the policy's state and the last
+signals.
+
+Example:
+    >>> from cl_server.scheduling.policy import Immediate
+    >>> from cl_server.scheduling.signals import Signals
+    >>> class Quiet:
+    ...     def read(self): return Signals(p95_ms=None)
+    >>> governor = Governor(Immediate(), Quiet(), log=lambda message, level="INFO": None)
+    >>> governor.admit()
+    >>> for _ in range(3):
+    ...     governor.between_steps()
+    >>> governor.summary()["steps"], governor.summary()["state"]
+    (3, 'running')
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from cl_server.scheduling.policy import Decision, Policy, SloAware
+from cl_server.scheduling.signals import Signals, SignalSource
+
+MAX_LOGGED = 200
+"""State changes logged per job; later ones are counted, not logged."""
+PAUSE_POLL_S = 0.1
+
+
+class Governor:
+    """Applies ``policy`` to one job (see the module doc).
+
+    Parameters:
+        policy: the scheduling policy.
+        signals: where readings come from (:class:`~cl_server.scheduling.LiveSignals`).
+        log: the job's log, ``log(message, level)``.
+        check_cancelled: raises when the job was cancelled (called while waiting or paused).
+        record: receives :meth:`summary` as the job runs (at most once per ``record_every_s``).
+        read_every_s: least seconds between two signal readings during training.
+        max_pause_s: a pause lasts at most this long; then one step runs.
+        baseline_s: with an :class:`SloAware` policy without a target: seconds of readings
+            before training whose median p95, times ``slo_ratio``, becomes the target.
+        fallback_baseline: a p95 (ms) to use when those seconds had no traffic, e.g. the
+            proxy's longer-window figure; None: the job runs unpaced.
+    """
+
+    def __init__(self, policy: Policy, signals: SignalSource, *,
+                 log: Callable[..., None], check_cancelled: Callable[[], None] = lambda: None,
+                 record: Callable[[dict[str, Any]], None] | None = None,
+                 read_every_s: float = 0.25, max_pause_s: float = 30.0,
+                 baseline_s: float = 3.0, slo_ratio: float = 1.2,
+                 fallback_baseline: Callable[[], float | None] | None = None,
+                 limits: dict[str, Any] | None = None,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], None] = time.sleep,
+                 now: Callable[[], datetime] = datetime.now, record_every_s: float = 1.0):
+        self.policy = policy
+        self.signals = signals
+        self.log = log
+        self.check_cancelled = check_cancelled
+        self.record = record
+        self.read_every_s = read_every_s
+        self.max_pause_s = max_pause_s
+        self.baseline_s = baseline_s
+        self.slo_ratio = slo_ratio
+        self.fallback_baseline = fallback_baseline
+        self.limits = dict(limits or {})
+        self.clock = clock
+        self.sleep = sleep
+        self.now = now
+        self.record_every_s = record_every_s
+        self.state = "queued"
+        self.steps = 0
+        self.seconds = {"waited": 0.0, "paced": 0.0, "paused": 0.0, "training": 0.0}
+        self.pauses = 0
+        self.changes = 0
+        self.baseline_ms: float | None = None
+        self._last_signals: Signals | None = None
+        self._read_at: float | None = None
+        self._step_started: float | None = None
+        self._recorded_at: float | None = None
+
+    # -- readings ------------------------------------------------------------------------
+    def _read(self, force: bool = False) -> Signals:
+        now = self.clock()
+        if force or self._last_signals is None or self._read_at is None \
+                or now - self._read_at >= self.read_every_s:
+            self._last_signals = self.signals.read()
+            self._read_at = now
+        return self._last_signals
+
+    def _change(self, state: str, reason: str, signals: Signals | None) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        self.changes += 1
+        if self.changes <= MAX_LOGGED:
+            detail = f" ({signals.describe()})" if signals is not None else ""
+            self.log(f"scheduling [{self.policy.name}]: {state}: {reason}{detail}")
+        elif self.changes == MAX_LOGGED + 1:
+            self.log(f"scheduling: more than {MAX_LOGGED} state changes; later ones are "
+                     "counted in the job's schedule, not logged")
+        self._publish(force=True)
+
+    def _publish(self, force: bool = False) -> None:
+        if self.record is None:
+            return
+        now = self.clock()
+        if force or self._recorded_at is None or now - self._recorded_at >= self.record_every_s:
+            self._recorded_at = now
+            self.record(self.summary())
+
+    # -- the job's side ---------------------------------------------------------------------
+    def admit(self) -> None:
+        """Block until the policy lets the job train (checking for cancellation)."""
+        if isinstance(self.policy, SloAware) and self.policy.target_ms is None:
+            self._baseline(self.policy)
+        while True:
+            signals = self._read(force=True)
+            decision = self.policy.admit(signals, self.now())
+            if decision.action == "run":
+                break
+            self._change("waiting", decision.reason, signals)
+            self._wait(decision.seconds, "waited")
+        self._change("running", "admitted" if self.state == "queued" else
+                     f"admitted after {self.seconds['waited']:.1f} s",
+                     self._last_signals)
+        self._step_started = self.clock()
+
+    def _baseline(self, policy: SloAware) -> None:
+        readings = []
+        deadline = self.clock() + self.baseline_s
+        while True:
+            signals = self._read(force=True)
+            if signals.p95_ms is not None and signals.requests > 0:
+                readings.append(signals.p95_ms)
+            if self.clock() >= deadline:
+                break
+            self.check_cancelled()
+            self.sleep(min(self.read_every_s, max(0.0, deadline - self.clock())))
+        source = f"the median of {len(readings)} readings over {self.baseline_s:g} s"
+        if readings:
+            self.baseline_ms = float(statistics.median(readings))
+        elif self.fallback_baseline is not None:
+            self.baseline_ms = self.fallback_baseline()
+            source = "the proxy's longer-window figure (no traffic in the baseline seconds)"
+        if self.baseline_ms is None:
+            self.log("scheduling [slo-aware]: no inference latency before the job: no SLO "
+                     "target, the job trains unpaced", "WARNING")
+            return
+        policy.set_target(round(self.baseline_ms * self.slo_ratio, 3))
+        self.log(f"scheduling [slo-aware]: inference p95 before the job {self.baseline_ms:g} "
+                 f"ms ({source}); SLO p95 {policy.target_ms:g} ms "
+                 f"({self.slo_ratio:g} x)")
+
+    def _wait(self, seconds: float, bucket: str) -> None:
+        end = self.clock() + seconds
+        while True:
+            self.check_cancelled()
+            left = end - self.clock()
+            if left <= 0:
+                break
+            self.sleep(min(left, 0.5))
+        self.seconds[bucket] += seconds
+        self._publish()
+
+    def between_steps(self) -> None:
+        """Called after each training step: pace or pause as the policy says."""
+        now = self.clock()
+        if self._step_started is None:
+            self._step_started = now
+        step_s = max(0.0, now - self._step_started)
+        self.steps += 1
+        self.seconds["training"] += step_s
+        signals = self._read()
+        decision: Decision = self.policy.after_step(step_s, signals)
+        if decision.action == "pause":
+            self._pause(decision, signals)
+        elif decision.action == "pace" and decision.seconds > 0:
+            self._change("paced", decision.reason, signals)
+            start = self.clock()
+            self.sleep(decision.seconds)
+            self.seconds["paced"] += self.clock() - start
+        else:
+            self._change("running", decision.reason or "within the SLO", signals)
+        self._publish()
+        self._step_started = self.clock()
+
+    def _pause(self, decision: Decision, signals: Signals) -> None:
+        self.pauses += 1
+        self._change("paused", decision.reason, signals)
+        start = self.clock()
+        while True:
+            self.check_cancelled()
+            self.sleep(PAUSE_POLL_S)
+            signals = self._read(force=True)
+            if self.policy.resume(signals):
+                self._change("running", "resumed: the SLO holds again", signals)
+                break
+            if self.clock() - start >= self.max_pause_s:
+                self._change("running", f"resumed for one step after {self.max_pause_s:g} s "
+                             "paused (the job must finish)", signals)
+                break
+        self.seconds["paused"] += self.clock() - start
+
+    def summary(self) -> dict[str, Any]:
+        """The job's schedule so far (JSON-ready)."""
+        last = self._last_signals
+        return {"policy": self.policy.name, "state": self.state, "steps": self.steps,
+                **{f"{k}_s": round(v, 3) for k, v in self.seconds.items()},
+                "pauses": self.pauses, "changes": self.changes,
+                "baseline_p95_ms": self.baseline_ms, **self.policy.state(),
+                **({"limits": self.limits} if self.limits else {}),
+                "signals": last.as_dict() if last is not None else None}
+
+
+def apply_limits(threads: int | None, nice: int | None) -> dict[str, Any]:
+    """Set this process's torch threads and niceness (niceness only goes up); returns what
+    now holds."""
+    import torch
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    applied: dict[str, Any] = {"threads": torch.get_num_threads()}
+    if nice is not None and hasattr(os, "nice"):
+        current = os.nice(0)
+        if nice > current:
+            current = os.nice(nice - current)
+        applied["nice"] = current
+    return applied

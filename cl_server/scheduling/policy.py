@@ -1,0 +1,213 @@
+"""Scheduling policies: when an update job may start, and how fast it may train.
+
+A policy answers three questions, asked by the :class:`~cl_server.scheduling.Governor` of a job:
+
+- :meth:`Policy.admit`, before training: ``run`` or ``wait`` (seconds until it asks again);
+- :meth:`Policy.after_step`, after each training step (``step_s`` seconds of work): ``run``
+  on, ``pace`` (sleep ``seconds`` first) or ``pause`` (stop until :meth:`Policy.resume`);
+- :meth:`Policy.resume`, while paused: whether the job may go on.
+
+Policies (``scheduling.policy``):
+
+- :class:`Immediate`: start at once, never slow down (the baseline);
+- :class:`SloAware`: keep the inference p95 latency within ``target_ms``. The job trains a
+  share ``duty`` of the wall time (it sleeps ``step_s * (1 - duty) / duty`` after a step);
+  a reading above the target halves the duty (at least ``min_duty``), one below 80% of it
+  adds 0.1 (additive increase, multiplicative decrease, at most one change per
+  ``adjust_every_s``); a reading above 1.5 times the target pauses the job until a reading
+  is back within the target (at most ``max_pause_s``, then one step runs). With no latency
+  signal (no traffic) the duty is kept;
+- :class:`OffPeak`: start only inside local-time windows; a started job finishes.
+
+Example:
+    >>> from cl_server.scheduling.signals import Signals
+    >>> policy = SloAware(target_ms=10.0, clock=iter(range(100)).__next__)
+    >>> policy.after_step(0.1, Signals(p95_ms=8.0, requests=50)).action  # within: start pace
+    'pace'
+    >>> policy.after_step(0.1, Signals(p95_ms=20.0, requests=50)).action  # 2x the SLO
+    'pause'
+    >>> policy.resume(Signals(p95_ms=9.0, requests=50))
+    True
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+from cl_server.scheduling.signals import Signals
+
+MIN_REQUESTS = 5
+"""A latency reading over fewer requests is no signal (its p95 is one or two requests)."""
+PAUSE_FACTOR = 1.5
+RAISE_BELOW = 0.8
+MAX_PACE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the job does next; ``seconds``: how long to wait (``wait``) or sleep (``pace``)."""
+
+    action: Literal["run", "wait", "pace", "pause"]
+    seconds: float = 0.0
+    reason: str = ""
+
+
+class Policy(ABC):
+    name: str = ""
+
+    def admit(self, signals: Signals, now: datetime) -> Decision:
+        return Decision("run", reason="admitted")
+
+    @abstractmethod
+    def after_step(self, step_s: float, signals: Signals) -> Decision: ...
+
+    def resume(self, signals: Signals) -> bool:
+        return True
+
+    def state(self) -> dict[str, Any]:
+        """What the job card shows of the policy's state."""
+        return {}
+
+
+class Immediate(Policy):
+    """Train at full speed at once."""
+
+    name = "immediate"
+
+    def after_step(self, step_s: float, signals: Signals) -> Decision:
+        return Decision("run")
+
+
+def _usable(signals: Signals) -> float | None:
+    if signals.p95_ms is None or signals.requests < MIN_REQUESTS:
+        return None
+    return signals.p95_ms
+
+
+class SloAware(Policy):
+    """Pace the job so that inference p95 stays within ``target_ms`` (see the module doc).
+
+    ``target_ms`` may be set later (:meth:`set_target`, from a baseline measured before the
+    job trains); until then the job trains at ``duty``.
+    """
+
+    name = "slo-aware"
+
+    def __init__(self, target_ms: float | None = None, *, min_duty: float = 0.05,
+                 start_duty: float = 0.5, adjust_every_s: float = 0.5,
+                 clock: Callable[[], float] = time.monotonic):
+        if not 0 < min_duty <= start_duty <= 1:
+            raise ValueError(f"need 0 < min_duty <= start_duty <= 1 (got {min_duty}, "
+                             f"{start_duty})")
+        self.target_ms = target_ms
+        self.min_duty = min_duty
+        self.duty = start_duty
+        self.adjust_every_s = adjust_every_s
+        self.clock = clock
+        self._adjusted: float | None = None
+        self.breaches = 0
+        self.readings = 0
+
+    def set_target(self, target_ms: float) -> None:
+        self.target_ms = target_ms
+
+    def admit(self, signals: Signals, now: datetime) -> Decision:
+        p95 = _usable(signals)
+        if self.target_ms is not None and p95 is not None and p95 > self.target_ms:
+            return Decision("wait", 0.5, f"inference p95 {p95:g} ms is above the SLO "
+                            f"{self.target_ms:g} ms before the job trains")
+        return Decision("run", reason="admitted" if self.target_ms is not None else
+                        "admitted with no SLO target (no latency baseline): unpaced")
+
+    def after_step(self, step_s: float, signals: Signals) -> Decision:
+        p95 = _usable(signals)
+        if self.target_ms is not None and p95 is not None:
+            self.readings += 1
+            now = self.clock()
+            due = self._adjusted is None or now - self._adjusted >= self.adjust_every_s
+            if p95 > self.target_ms:
+                self.breaches += 1
+                if due:
+                    self.duty = max(self.min_duty, self.duty / 2)
+                    self._adjusted = now
+                if p95 > PAUSE_FACTOR * self.target_ms:
+                    return Decision("pause", reason=f"inference p95 {p95:g} ms > "
+                                    f"{PAUSE_FACTOR:g} x SLO {self.target_ms:g} ms")
+            elif p95 < RAISE_BELOW * self.target_ms and due and self.duty < 1:
+                self.duty = min(1.0, self.duty + 0.1)
+                self._adjusted = now
+        if self.target_ms is None or self.duty >= 1:
+            return Decision("run")
+        pause = min(MAX_PACE_S, step_s * (1 - self.duty) / self.duty)
+        return Decision("pace", pause, f"duty {self.duty:.2f}")
+
+    def resume(self, signals: Signals) -> bool:
+        p95 = _usable(signals)
+        return self.target_ms is None or p95 is None or p95 <= self.target_ms
+
+    def state(self) -> dict[str, Any]:
+        return {"slo_p95_ms": self.target_ms, "duty": round(self.duty, 3),
+                "readings": self.readings, "breaches": self.breaches}
+
+
+def _minutes(text: str) -> int:
+    hours, minutes = text.split(":")
+    return int(hours) * 60 + int(minutes)
+
+
+class OffPeak(Policy):
+    """Start only inside the local-time ``windows`` (``"HH:MM-HH:MM"``, may wrap midnight).
+
+    Example:
+        >>> policy = OffPeak(["22:00-06:00"])
+        >>> policy.admit(None, datetime(2026, 1, 1, 23, 30)).action
+        'run'
+        >>> decision = policy.admit(None, datetime(2026, 1, 1, 21, 0))
+        >>> decision.action, decision.seconds
+        ('wait', 60.0)
+    """
+
+    name = "off-peak"
+
+    def __init__(self, windows: Sequence[str], *, recheck_s: float = 60.0):
+        if not windows:
+            raise ValueError("off-peak needs at least one window")
+        self.windows = [(_minutes(w.split("-")[0]), _minutes(w.split("-")[1]), w)
+                        for w in windows]
+        self.recheck_s = recheck_s
+
+    def open_window(self, now: datetime) -> str | None:
+        minute = now.hour * 60 + now.minute
+        for start, end, text in self.windows:
+            inside = start <= minute < end if start < end else minute >= start or minute < end
+            if inside:
+                return text
+        return None
+
+    def next_start(self, now: datetime) -> datetime:
+        base = now.replace(second=0, microsecond=0)
+        starts = []
+        for start, _, _ in self.windows:
+            at = base.replace(hour=start // 60, minute=start % 60)
+            starts.append(at if at > now else at + timedelta(days=1))
+        return min(starts)
+
+    def admit(self, signals: Signals | None, now: datetime) -> Decision:
+        window = self.open_window(now)
+        if window is not None:
+            return Decision("run", reason=f"inside the off-peak window {window}")
+        until = (self.next_start(now) - now).total_seconds()
+        return Decision("wait", float(min(self.recheck_s, max(1.0, until))),
+                        f"outside the off-peak windows; the next opens at "
+                        f"{self.next_start(now):%H:%M}")
+
+    def after_step(self, step_s: float, signals: Signals) -> Decision:
+        return Decision("run")
+
+    def state(self) -> dict[str, Any]:
+        return {"windows": [text for _, _, text in self.windows]}
