@@ -10,8 +10,9 @@ Commands:
     token create              issue an API token directly in the store (e.g. a lost admin token)
     proxy                     the request-collecting proxy in front of Triton / TF-Serving
     rollback                  serve an earlier version again (through the CL server's API)
-    bench cl | stream | proxy | ingest   benchmarks (CL profiler, proactive training, proxy
-                              overhead, collector ingest)
+    bench cl | stream | proxy | ingest | interference | ...
+                              benchmarks (CL profiler, proactive training, proxy overhead,
+                              collector ingest, training beside inference)
     openapi / config-schema   print the API document / the config's JSON schema
 """
 
@@ -541,6 +542,43 @@ def bench_proxy(rate: float, duration_s: float, out_dir: Path, quick: bool) -> N
     path = out_dir / "proxy.json"
     path.write_text(json.dumps(result, indent=2))
     console.print(f"wrote {path}")
+
+
+@bench.command("interference")
+@click.option("--templates", default="mlp,lenet5,resnet18", show_default=True,
+              help="Training jobs, comma separated: mlp, lenet5, resnet18.")
+@click.option("--rate", type=click.FloatRange(1, 2000), default=50, show_default=True,
+              help="Inference requests per second through the proxy.")
+@click.option("--slo-ratio", type=click.FloatRange(1, 10), default=1.2, show_default=True,
+              help="slo-aware: the SLO as a multiple of the p95 measured before the job.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path),
+              default=Path("bench-results/interference"), show_default=True)
+@click.option("--quick", is_flag=True, help="The MLP only, short jobs and idle phase: for CI.")
+def bench_interference(templates: str, rate: float, slo_ratio: float, out_dir: Path,
+                       quick: bool) -> None:
+    """Inference latency while CL updates train beside it, per scheduling policy."""
+    from evaluator.interference_bench import (
+        SHAPES,
+        InterferenceSettings,
+        run_interference_bench,
+        write_report,
+    )
+
+    names = tuple(t.strip() for t in templates.split(",") if t.strip())
+    unknown = [t for t in names if t not in SHAPES]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown template(s) {', '.join(unknown) or '(none)'} "
+                                 f"(expected: {', '.join(SHAPES)})", param_hint="--templates")
+    settings = InterferenceSettings(templates=("mlp",) if quick else names, rate=rate,
+                                    slo_ratio=slo_ratio, quick=quick,
+                                    idle_s=4.0 if quick else 15.0)
+    with console.status("starting redis, tritonserver and the proxy; training beside "
+                        "traffic..."):
+        result = run_interference_bench(settings)
+    table, plot = write_report(result, out_dir)
+    (out_dir / "interference.json").write_text(json.dumps(result, indent=2))
+    console.print(table.read_text(), markup=False)
+    console.print(f"wrote {table}, {plot} and {out_dir / 'interference.json'}")
 
 
 @bench.command("loop")

@@ -25,17 +25,20 @@ def make_policy(scheduling: SchedulingConfig) -> Policy:
     return Immediate()
 
 
-def process_limits(scheduling: SchedulingConfig) -> tuple[int | None, int | None]:
-    """Torch threads and niceness for a job (None: leave as is); see the schema's defaults."""
+def process_limits(scheduling: SchedulingConfig) -> tuple[int | None, int | None, bool]:
+    """Torch threads, niceness (None: leave as is) and whether to run at idle CPU priority for
+    a job; see the schema's defaults."""
     import torch
 
-    threads, nice = scheduling.threads, scheduling.nice
+    threads, nice, idle = scheduling.threads, scheduling.nice, scheduling.idle_priority
     if scheduling.policy == "slo-aware":
         if threads is None:
             threads = min(torch.get_num_threads(), max(1, (os.cpu_count() or 2) // 2))
         if nice is None:
             nice = SLO_AWARE_NICE
-    return threads, nice
+        if idle is None:
+            idle = True
+    return threads, nice, bool(idle)
 
 
 def longer_window_p95(cache: redis.Redis, service: str) -> float | None:
@@ -63,8 +66,7 @@ def job_governor(ctx: Any, config: ServiceConfig, queues: list[str] | None = Non
     of ``config``'s service: its policy, live signals, limits applied to this process, and its
     schedule recorded on the job."""
     scheduling = config.scheduling
-    threads, nice = process_limits(scheduling)
-    limits = apply_limits(threads, nice)
+    limits = apply_limits(*process_limits(scheduling))
     signals = LiveSignals(ctx.cache, config.name, max_age_s=scheduling.slo.signal_max_age_s,
                           queues=queues or [])
 

@@ -229,17 +229,37 @@ class Governor:
                 "signals": last.as_dict() if last is not None else None}
 
 
-def apply_limits(threads: int | None, nice: int | None) -> dict[str, Any]:
-    """Set this process's torch threads and niceness (niceness only goes up); returns what
-    now holds."""
+def _threads() -> list[int]:
+    """This process's thread ids (Linux), or just the process's own id."""
+    try:
+        return [int(tid) for tid in os.listdir("/proc/self/task")]
+    except OSError:
+        return [0]
+
+
+def apply_limits(threads: int | None, nice: int | None, idle: bool = False) -> dict[str, Any]:
+    """Set this process's torch threads, niceness (only ever raised) and, with ``idle``, the
+    Linux ``SCHED_IDLE`` policy (it runs only on CPU time nothing else wants); every existing
+    thread of the process is changed (Linux applies both per thread; new threads inherit).
+    Returns what now holds."""
     import torch
 
     if threads is not None:
         torch.set_num_threads(threads)
     applied: dict[str, Any] = {"threads": torch.get_num_threads()}
-    if nice is not None and hasattr(os, "nice"):
-        current = os.nice(0)
-        if nice > current:
-            current = os.nice(nice - current)
-        applied["nice"] = current
+    if nice is not None and hasattr(os, "setpriority"):
+        for tid in _threads():
+            try:
+                if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+                    os.setpriority(os.PRIO_PROCESS, tid, nice)
+            except OSError:
+                continue  # a thread that ended meanwhile
+        applied["nice"] = os.getpriority(os.PRIO_PROCESS, 0)
+    if idle and hasattr(os, "SCHED_IDLE"):
+        for tid in _threads():
+            try:
+                os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+            except OSError:
+                continue
+        applied["sched"] = "idle" if os.sched_getscheduler(0) == os.SCHED_IDLE else "other"
     return applied

@@ -12,11 +12,11 @@ Policies (``scheduling.policy``):
 - :class:`Immediate`: start at once, never slow down (the baseline);
 - :class:`SloAware`: keep the inference p95 latency within ``target_ms``. The job trains a
   share ``duty`` of the wall time (it sleeps ``step_s * (1 - duty) / duty`` after a step);
-  a reading above the target halves the duty (at least ``min_duty``), one below 80% of it
-  adds 0.1 (additive increase, multiplicative decrease, at most one change per
-  ``adjust_every_s``); a reading above 1.5 times the target pauses the job until a reading
-  is back within the target (at most ``max_pause_s``, then one step runs). With no latency
-  signal (no traffic) the duty is kept;
+  two readings in a row above the target halve the duty (at least ``min_duty``: one noisy
+  reading does not), one below 80% of it adds 0.1 (additive increase, multiplicative
+  decrease, at most one change per ``adjust_every_s``); a reading above 1.5 times the target
+  pauses the job until a reading is back within the target (at most ``max_pause_s``, then
+  one step runs). With no latency signal (no traffic) the duty is kept;
 - :class:`OffPeak`: start only inside local-time windows; a started job finishes.
 
 Example:
@@ -111,6 +111,7 @@ class SloAware(Policy):
         self.clock = clock
         self._adjusted: float | None = None
         self.breaches = 0
+        self._in_a_row = 0
         self.readings = 0
 
     def set_target(self, target_ms: float) -> None:
@@ -132,15 +133,18 @@ class SloAware(Policy):
             due = self._adjusted is None or now - self._adjusted >= self.adjust_every_s
             if p95 > self.target_ms:
                 self.breaches += 1
-                if due:
+                self._in_a_row += 1
+                if due and self._in_a_row >= 2:
                     self.duty = max(self.min_duty, self.duty / 2)
                     self._adjusted = now
                 if p95 > PAUSE_FACTOR * self.target_ms:
                     return Decision("pause", reason=f"inference p95 {p95:g} ms > "
                                     f"{PAUSE_FACTOR:g} x SLO {self.target_ms:g} ms")
-            elif p95 < RAISE_BELOW * self.target_ms and due and self.duty < 1:
-                self.duty = min(1.0, self.duty + 0.1)
-                self._adjusted = now
+            else:
+                self._in_a_row = 0
+                if p95 < RAISE_BELOW * self.target_ms and due and self.duty < 1:
+                    self.duty = min(1.0, self.duty + 0.1)
+                    self._adjusted = now
         if self.target_ms is None or self.duty >= 1:
             return Decision("run")
         pause = min(MAX_PACE_S, step_s * (1 - self.duty) / self.duty)

@@ -125,6 +125,12 @@ export interface Job {
   started_at: string | null;
   finished_at: string | null;
   cancel_requested: boolean;
+  /** The RQ queue it went to: "modelci@eu+gpu" needs workers labelled eu and gpu, "modelci" any
+   * worker. Absent on records older than job placement. */
+  queue?: string | null;
+  /** The scheduling governor's live account (policy, state, steps, *_s totals, signals...),
+   * updated while the job runs; any field may be missing or null. */
+  schedule?: JsonObject | null;
 }
 
 export interface JobLogLine {

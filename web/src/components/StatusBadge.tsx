@@ -25,6 +25,9 @@ const TONES: Record<string, Tone> = {
   skipped: "grey",
   awaiting_approval: "purple",
   passed: "green",
+  // Scheduling states of a job (queued, running and paused as above).
+  waiting: "grey",
+  paced: "orange",
 };
 
 interface Props {

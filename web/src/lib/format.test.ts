@@ -4,15 +4,17 @@ import {
   clock,
   decimal,
   duration,
+  millis,
   percent,
   points,
   relativeTime,
+  seconds,
   signedPoints,
 } from "./format";
 
 describe("format", () => {
   it("renders missing values as a dash", () => {
-    for (const f of [percent, signedPoints, points, bytes, duration, decimal])
+    for (const f of [percent, signedPoints, points, bytes, duration, decimal, seconds, millis])
       expect(f(null)).toBe("—");
     expect(relativeTime(null)).toBe("—");
   });
@@ -36,6 +38,11 @@ describe("format", () => {
     expect(duration(42)).toBe("42 s");
     expect(duration(75)).toBe("1 min 15 s");
     expect(duration(3720)).toBe("1 h 2 min");
+    expect(seconds(5.02)).toBe("5.0 s");
+    expect(seconds(0)).toBe("0.0 s");
+    expect(seconds(125.44)).toBe("125.4 s");
+    expect(millis(9.7234)).toBe("9.72 ms");
+    expect(millis(40)).toBe("40 ms");
     const now = Date.parse("2025-11-22T10:00:00Z");
     expect(relativeTime("2025-11-22T09:59:58Z", now)).toBe("just now");
     expect(relativeTime("2025-11-22T09:59:30Z", now)).toBe("30 s ago");

@@ -51,6 +51,16 @@ export function duration(seconds: Maybe<number>): string {
   return h > 0 ? `${h} h ${m} min` : `${m} min ${s} s`;
 }
 
+/** Seconds with a fixed number of decimals, never switching to minutes: 5.02 -> "5.0 s". */
+export function seconds(value: Maybe<number>, digits = 1): string {
+  return value == null ? DASH : `${value.toFixed(digits)} s`;
+}
+
+/** Milliseconds with at most 2 decimals, no trailing zeros: 9.7234 -> "9.72 ms". */
+export function millis(value: Maybe<number>): string {
+  return value == null ? DASH : `${Number(value.toFixed(2))} ms`;
+}
+
 /** Seconds between two ISO timestamps, or null when either is missing. */
 export function secondsBetween(start: Maybe<string>, end: Maybe<string>): number | null {
   if (!start || !end) return null;

@@ -2,15 +2,17 @@ import { Link, useParams } from "react-router";
 import { useJob } from "../api/queries";
 import { CancelJob } from "../components/actions/CancelJob";
 import { JobLog } from "../components/jobs/JobLog";
+import { JobSchedule } from "../components/jobs/JobSchedule";
 import { QueryError } from "../components/QueryError";
 import { StatusBadge } from "../components/StatusBadge";
 import { DASH, dateTime, duration, keyValues } from "../lib/format";
-import { isFinished, jobDuration } from "../lib/jobs";
+import { isFinished, jobDuration, queueLabels } from "../lib/jobs";
 
 export function JobPage() {
   const { id = "" } = useParams();
   const job = useJob(id);
   const data = job.data;
+  const labels = queueLabels(data?.queue);
   return (
     <>
       <nav className="crumbs" aria-label="Breadcrumb">
@@ -38,6 +40,16 @@ export function JobPage() {
             <dd>{keyValues(data.trigger)}</dd>
             <dt>Worker</dt>
             <dd>{data.worker ?? DASH}</dd>
+            <dt>Queue</dt>
+            <dd data-testid="job-queue">
+              {data.queue ? <span className="mono">{data.queue}</span> : DASH}
+              {labels.length > 0 && (
+                <>
+                  {" "}
+                  <span className="muted">needs workers labelled {labels.join(", ")}</span>
+                </>
+              )}
+            </dd>
             <dt>Created</dt>
             <dd>{dateTime(data.created_at)}</dd>
             <dt>Started</dt>
@@ -63,6 +75,7 @@ export function JobPage() {
           )}
         </section>
       )}
+      {data && <JobSchedule schedule={data.schedule} />}
       {data && (
         <section className="panel">
           <h2>Log</h2>
