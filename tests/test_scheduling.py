@@ -203,7 +203,7 @@ def test_slo_aware_governor_keeps_a_cpu_caused_latency_within_the_slo(one_thread
     with CpuCausedLatency() as signal:
         time.sleep(1.2)  # a quiet second: the signal reads idle
         begin = time.monotonic()
-        _, alone_s = train_paced(None, epochs=12)
+        _, alone_s = train_paced(None, epochs=20)
         unpaced = within(signal.readings, begin + 1.0, time.monotonic(), slo)
     assert unpaced < 0.5, f"unpaced training kept the SLO {unpaced:.0%} of the time"
 
@@ -218,7 +218,7 @@ def test_slo_aware_governor_keeps_a_cpu_caused_latency_within_the_slo(one_thread
     assert summary["steps"] == 12 * 57  # every step ran: 1797 samples / 32 per batch
     assert summary["paced_s"] > 0 and summary["breaches"] >= 1
     assert kept >= 0.9, f"paced training kept the SLO only {kept:.0%} of the time"
-    assert paced_s < 6 * alone_s  # it finishes, at a bounded cost
+    assert paced_s < 4 * alone_s  # it finishes (12 epochs paced, 20 alone), at a bounded cost
 
 
 def test_pauses_and_pacing_leave_the_trained_weights_bit_identical(one_thread: None) -> None:

@@ -169,14 +169,17 @@ class Governor:
                  f"({self.slo_ratio:g} x)")
 
     def _wait(self, seconds: float, bucket: str) -> None:
-        end = self.clock() + seconds
-        while True:
-            self.check_cancelled()
-            left = end - self.clock()
-            if left <= 0:
-                break
-            self.sleep(min(left, 0.5))
-        self.seconds[bucket] += seconds
+        start = self.clock()
+        end = start + seconds
+        try:
+            while True:
+                self.check_cancelled()
+                left = end - self.clock()
+                if left <= 0:
+                    break
+                self.sleep(min(left, 0.5))
+        finally:  # a cancelled wait counts too
+            self.seconds[bucket] += self.clock() - start
         self._publish()
 
     def between_steps(self) -> None:
@@ -205,6 +208,12 @@ class Governor:
         self.pauses += 1
         self._change("paused", decision.reason, signals)
         start = self.clock()
+        try:
+            self._paused_until_resumed(start)
+        finally:
+            self.seconds["paused"] += self.clock() - start
+
+    def _paused_until_resumed(self, start: float) -> None:
         while True:
             self.check_cancelled()
             self.sleep(PAUSE_POLL_S)
@@ -216,7 +225,6 @@ class Governor:
                 self._change("running", f"resumed for one step after {self.max_pause_s:g} s "
                              "paused (the job must finish)", signals)
                 break
-        self.seconds["paused"] += self.clock() - start
 
     def summary(self) -> dict[str, Any]:
         """The job's schedule so far (JSON-ready)."""

@@ -1,0 +1,46 @@
+"""``modelci-e bench interference --quick``: real tritonserver, proxy, redis and training jobs.
+
+The quick variant trains the MLP job alone, then beside traffic under ``immediate``,
+``slo-aware`` and ``off-peak`` (window closed). The figures depend on the machine; the test
+checks that every run happened as its policy says and that the report and plot are written.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from evaluator.interference_bench import QUICK_STEPS
+
+
+def test_bench_interference_quick(tmp_path: Path) -> None:
+    out = tmp_path / "interference"
+    done = subprocess.run([sys.executable, "-m", "plugin.cli", "bench", "interference",
+                           "--quick", "--out", str(out)], capture_output=True, text=True,
+                          timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads((out / "interference.json").read_text())
+    rows = {row["policy"]: row for row in result["rows"]}
+    assert set(rows) == {"alone (no traffic)", "immediate", "slo-aware",
+                         "off-peak (window closed)"}
+    idle = result["idle"]
+    assert idle["requests"] > 100 and idle["failed"] == 0 and idle["p95_ms"] > 0
+    for policy in ("immediate", "slo-aware"):
+        row = rows[policy]
+        assert row["steps"] == QUICK_STEPS["mlp"] and row["failed"] == 0
+        assert row["requests"] > 0 and row["p95_ratio"] > 0 and row["slowdown"] > 0
+    slo = rows["slo-aware"]["schedule"]
+    assert slo["policy"] == "slo-aware" and slo["slo_p95_ms"] > 0
+    assert slo["baseline_p95_ms"] > 0
+    assert slo["limits"]["nice"] == 10 and slo["limits"]["sched"] == "idle"
+    assert slo["limits"]["threads"] >= 1
+    assert rows["immediate"]["schedule"]["paced_s"] == 0
+    deferred = rows["off-peak (window closed)"]
+    assert deferred["steps"] == 0 and deferred["schedule"]["state"] == "waiting"
+    assert deferred["schedule"]["waited_s"] > 0
+    table = (out / "interference.md").read_text()
+    assert "| mlp | slo-aware |" in table and "deferred (0 steps)" in table
+    assert (out / "interference.png").stat().st_size > 10_000
+    assert result["trace"] and any(t["training_cpu"] for t in result["trace"])
