@@ -48,11 +48,11 @@ import numpy as np
 import psutil
 import redis
 import requests
-import tritonclient.http as triton_http
 
 from cl_server.config.schema import ModelConfig
 from cl_server.embedded import EmbeddedServices
 from cl_server.embedded.process import ManagedProcess
+from evaluator.proxy_bench import binary_request
 from plugin.proxy.metrics import recent_latency_key
 from plugin.serving.routing import RoutingTable
 from plugin.serving.triton import TritonAdapter
@@ -186,16 +186,7 @@ def _request(seed: int) -> tuple[bytes, dict[str, str]]:
     from model_factory.scenarios.datasets import mnist_5k
 
     x, _ = mnist_5k()
-    batch = np.ascontiguousarray(x[seed % len(x)][None], dtype=np.float32)
-    tensor = triton_http.InferInput("INPUT__0", list(batch.shape), "FP32")
-    tensor.set_data_from_numpy(batch, binary_data=True)
-    output = triton_http.InferRequestedOutput("OUTPUT__0", binary_data=True)
-    body, header_length = triton_http.InferenceServerClient.generate_request_body(
-        [tensor], outputs=[output])
-    headers = {"Content-Type": "application/octet-stream"}
-    if header_length is not None:
-        headers["Inference-Header-Content-Length"] = str(header_length)
-    return body, headers
+    return binary_request(np.ascontiguousarray(x[seed % len(x)][None], dtype=np.float32))
 
 
 def _run_job(cache_url: str, template: str, policy: str, steps: int, settings:

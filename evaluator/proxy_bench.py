@@ -73,7 +73,12 @@ def _quantiles(latencies: list[float]) -> dict[str, float]:
 
 
 def _request_body(seed: int) -> tuple[bytes, dict[str, str]]:
-    batch = np.random.default_rng(seed).random((1, 784), dtype=np.float32)
+    return binary_request(np.random.default_rng(seed).random((1, 784), dtype=np.float32))
+
+
+def binary_request(batch: np.ndarray) -> tuple[bytes, dict[str, str]]:
+    """A KServe V2 binary-tensor request body for ``INPUT__0`` (FP32) asking for
+    ``OUTPUT__0``, and its headers."""
     tensor = triton_http.InferInput("INPUT__0", list(batch.shape), "FP32")
     tensor.set_data_from_numpy(batch, binary_data=True)
     output = triton_http.InferRequestedOutput("OUTPUT__0", binary_data=True)
