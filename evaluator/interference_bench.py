@@ -162,6 +162,10 @@ class Sampler:
         self._stop.set()
         self._thread.join()
 
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
     def watch(self, pid: int | None) -> None:
         self.training = psutil.Process(pid) if pid else None
         if self.training is not None:
@@ -294,7 +298,7 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
     finally:
         if traffic is not None:
             traffic.stop()
-        if sampler is not None and sampler._thread.is_alive():
+        if sampler is not None and sampler.running:
             sampler.stop()
         if proxy is not None:
             proxy.stop()
@@ -421,7 +425,7 @@ def _job_main(args: argparse.Namespace) -> None:
     from cl_server.scheduling.governor import Governor, apply_limits
     from cl_server.scheduling.signals import LiveSignals
     from model_factory.scenarios.datasets import mnist_5k
-    from model_factory.templates import Classifier
+    from model_factory.templates import Classifier, prebatched
 
     start = time.time()
     scheduling = SchedulingConfig.model_validate({
@@ -456,8 +460,6 @@ def _job_main(args: argparse.Namespace) -> None:
     try:
         governor.admit()
         fit_start = time.time()
-        from model_factory.templates import prebatched
-
         model.fit(inputs, targets, loader=prebatched(
             (inputs[i:i + batch], targets[i:i + batch]) for i in range(0, need, batch)),
             between_steps=governor.between_steps)

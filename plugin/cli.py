@@ -277,8 +277,10 @@ def _worker_settings(config_file: Path | None, data_dir: Path | None,
 def _labels(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[str, ...]:
     if not value:
         return ()
+    from cl_server.config.schema import WORKER_LABEL_PATTERN
+
     labels = tuple(x.strip() for x in value.split(",") if x.strip())
-    bad = [x for x in labels if not re.fullmatch(r"[a-z0-9][a-z0-9_-]{0,19}", x)]
+    bad = [x for x in labels if not re.match(WORKER_LABEL_PATTERN, x)]
     if bad:
         raise click.BadParameter(f"{', '.join(repr(b) for b in bad)}: a label is lower-case "
                                  "letters, digits, '_' or '-' (at most 20)")

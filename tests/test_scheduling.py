@@ -46,18 +46,15 @@ class Scripted:
         return Signals(p95_ms=value, requests=50 if value is not None else 0)
 
 
-class CpuCausedLatency:
-    """A synthetic p95 caused by this process's CPU use over the last second (see the module
-    doc); a thread samples it every 50 ms and keeps every reading."""
+class Background:
+    """A thread running ``_run`` for the duration of a ``with`` block (``_stop`` ends it)."""
 
-    def __init__(self, idle_ms: float = IDLE_MS, window_s: float = 1.0):
-        self.idle_ms = idle_ms
-        self.window_s = window_s
-        self.samples: deque[tuple[float, float]] = deque()
-        self.readings: list[tuple[float, float]] = []
-        self.current = idle_ms
+    def __init__(self) -> None:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
 
     def __enter__(self) -> Self:
         self._thread.start()
@@ -66,6 +63,19 @@ class CpuCausedLatency:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class CpuCausedLatency(Background):
+    """A synthetic p95 caused by this process's CPU use over the last second (see the module
+    doc); a thread samples it every 50 ms and keeps every reading."""
+
+    def __init__(self, idle_ms: float = IDLE_MS, window_s: float = 1.0):
+        super().__init__()
+        self.idle_ms = idle_ms
+        self.window_s = window_s
+        self.samples: deque[tuple[float, float]] = deque()
+        self.readings: list[tuple[float, float]] = []
+        self.current = idle_ms
 
     def _run(self) -> None:
         while not self._stop.is_set():

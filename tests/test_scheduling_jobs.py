@@ -9,12 +9,10 @@
 
 from __future__ import annotations
 
-import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Self
 
 import pytest
 import redis
@@ -30,6 +28,7 @@ from model_factory.templates import Classifier
 from plugin.proxy.metrics import publish_recent_latency
 from tests.test_cl_update_job import feed
 from tests.test_queue import terminal, wait_for
+from tests.test_scheduling import Background
 
 
 def test_jobs_go_to_the_worker_with_the_labels_their_service_needs(
@@ -79,14 +78,13 @@ scheduling: {policy: POLICY, threads: 1, slo: {p95_ms: 10}, max_pause_s: 20}
 """
 
 
-class Flapping:
+class Flapping(Background):
     """Publishes the service's recent latency like the proxy, alternating above 1.5x the SLO
     (pause) and within it, every ``period_s``."""
 
     def __init__(self, client: redis.Redis, service: str, period_s: float = 0.7):
+        super().__init__()
         self.client, self.service, self.period_s = client, service, period_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         high = True
@@ -95,14 +93,6 @@ class Flapping:
                 "p50_ms": 4.0, "p95_ms": 40.0 if high else 6.0, "p99_ms": 50.0, "count": 60})
             high = not high
             self._stop.wait(self.period_s)
-
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 @pytest.fixture

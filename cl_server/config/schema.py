@@ -21,7 +21,7 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -113,7 +113,8 @@ DEPLOY_MODES = ("full", "sparse", "partial")
 ROLLOUTS = ("direct", "canary", "shadow")
 ANNOTATORS = ("none", "label_studio", "simulated")
 SCHEDULING_POLICIES = ("immediate", "slo-aware", "off-peak")
-WorkerLabel = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,19}$")]
+WORKER_LABEL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,19}$"
+WorkerLabel = Annotated[str, StringConstraints(pattern=WORKER_LABEL_PATTERN)]
 """A worker label (``gpu``, ``edge-eu``): lower-case, digits, ``_ -``."""
 
 # Which signals each detector can watch: KS compares feature distributions, chi-square compares
@@ -282,7 +283,7 @@ class DriftTrigger(Section):
 
 
 Trigger = Annotated[
-    Union[TimeTrigger, VolumeTrigger, PerformanceTrigger, DriftTrigger],
+    TimeTrigger | VolumeTrigger | PerformanceTrigger | DriftTrigger,
     Field(discriminator="kind"),
 ]
 

@@ -130,7 +130,8 @@ def on_rq_stopped(job: RQJob, connection: redis.Redis) -> None:
 
 
 def run_worker(settings: WorkerSettings, name: str | None = None, burst: bool = False) -> None:
-    """Serve the queue (and the labelled queues of ``settings.labels``, first) until SIGTERM (warm: finish the job) or a second SIGTERM (cold)."""
+    """Serve the queue (and first the labelled queues of ``settings.labels``) until SIGTERM
+    (warm: finish the job) or a second SIGTERM (cold)."""
     global _settings
     _settings = settings
     store = MongoStore(settings.store_uri, settings.database)

@@ -39,6 +39,12 @@ BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0
            2.5, 5.0, 10.0)
 
 
+def _quantiles_ms(latencies_s: list[float]) -> dict[str, float]:
+    p50, p95, p99 = np.percentile(np.array(latencies_s) * 1000, [50, 95, 99])
+    return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3),
+            "p99_ms": round(float(p99), 3)}
+
+
 class LatencyWindow:
     """The last ``size`` latencies (seconds) per version, with their arrival times."""
 
@@ -59,11 +65,8 @@ class LatencyWindow:
             copies = {v: list(samples) for v, samples in self._samples.items() if samples}
         out = {}
         for version, samples in copies.items():
-            latencies = np.array([s for _, s in samples]) * 1000
-            p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
             span = max(now - samples[0][0], 1e-9)
-            out[version] = {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3),
-                            "p99_ms": round(float(p99), 3), "count": len(samples),
+            out[version] = {**_quantiles_ms([s for _, s in samples]), "count": len(samples),
                             "rps": round(len(samples) / span, 3)}
         return out
 
@@ -82,9 +85,7 @@ class LatencyWindow:
                     latencies.append(seconds_taken)
         if not latencies:
             return {"count": 0}
-        p50, p95, p99 = np.percentile(np.array(latencies) * 1000, [50, 95, 99])
-        return {"p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3),
-                "p99_ms": round(float(p99), 3), "count": len(latencies)}
+        return {**_quantiles_ms(latencies), "count": len(latencies)}
 
 
 class ProxyMetrics:
