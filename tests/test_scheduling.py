@@ -18,15 +18,17 @@ from datetime import datetime
 from typing import Self
 
 import pytest
+import redis
 import torch
 from sklearn.datasets import load_digits
 
 from cl_server.config import parse_config
 from cl_server.config.loader import ConfigError
 from cl_server.scheduling import Governor, Immediate, OffPeak, Signals, SloAware
-from cl_server.scheduling.factory import make_policy, process_limits
+from cl_server.scheduling.factory import champion_p95, make_policy, process_limits
 from model_factory.sparse import partial_update
 from model_factory.templates import Classifier
+from plugin.proxy.metrics import publish_latency
 
 IDLE_MS = 10.0
 
@@ -141,10 +143,18 @@ def test_slo_aware_halves_on_breach_adds_below_and_pauses_far_above() -> None:
 
 
 def test_slo_aware_admission_waits_while_the_slo_is_already_broken() -> None:
-    policy = SloAware(target_ms=10.0)
+    clock = {"t": 0.0}
+    policy = SloAware(target_ms=10.0, min_duty=0.1, max_wait_s=30,
+                      clock=lambda: clock["t"])
     now = datetime(2026, 1, 1, 12)
     assert policy.admit(Signals(p95_ms=14.0, requests=50), now).action == "wait"
     assert policy.admit(Signals(p95_ms=9.0, requests=50), now).action == "run"
+    # An SLO that stays broken holds the job at most max_wait_s; it then starts slowly.
+    clock["t"] = 29.0
+    assert policy.admit(Signals(p95_ms=14.0, requests=50), now).action == "wait"
+    clock["t"] = 30.0
+    late = policy.admit(Signals(p95_ms=14.0, requests=50), now)
+    assert late.action == "run" and "after 30 s" in late.reason and policy.duty == 0.1
     assert "no SLO target" in SloAware().admit(Signals(p95_ms=9.0, requests=50), now).reason
 
 
@@ -183,7 +193,18 @@ def test_scheduling_config_errors_name_the_field() -> None:
     assert isinstance(policy, SloAware) and policy.target_ms == 40
     threads, nice, idle = process_limits(config.scheduling)
     assert nice == 10 and idle and threads is not None and threads >= 1
+    assert policy.max_wait_s == config.scheduling.max_pause_s
     assert isinstance(make_policy(parse_config(BASE, env={}).scheduling), Immediate)
+
+
+def test_champion_p95_reads_the_proxys_longer_window_figure(redis_url: str) -> None:
+    client = redis.Redis.from_url(redis_url)
+    publish_latency(client, "svc-p95", {3: {"p50_ms": 2.0, "p95_ms": 7.5, "p99_ms": 9.0,
+                                            "count": 500, "rps": 50.0}})
+    assert champion_p95(client, "svc-p95", 3) == 7.5
+    assert champion_p95(client, "svc-p95", 4) is None
+    assert champion_p95(client, "svc-p95", None) is None
+    client.close()
     assert process_limits(parse_config(BASE, env={}).scheduling) == (None, None, False)
 
 

@@ -134,6 +134,7 @@ def test_slo_aware_job_pauses_resumes_and_trains_the_same_weights(
     assert schedule["pauses"] >= 1 and schedule["paused_s"] > 0
     assert schedule["limits"] == {"threads": 1, "nice": 10, "sched": "idle"}
     assert schedule["state"] in ("running", "paced") and schedule["steps"] > 0
+    assert schedule["signals"]["queue_depth"] == 0  # the job's own queue, read live
     log = [line.message for line in store.job_logs(paced.id)]
     assert any("scheduling [slo-aware]: paused: inference p95 40 ms" in m for m in log)
     assert any("scheduling [slo-aware]: running: resumed" in m for m in log)

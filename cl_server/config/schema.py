@@ -494,7 +494,9 @@ class SchedulingConfig(Section):
     min_duty: float = Field(0.05, gt=0, le=1, description="slo-aware: least share of the "
                             "wall time the job trains while it is paced.")
     max_pause_s: float = Field(30.0, gt=0, description="slo-aware: a pause lasts at most this "
-                               "long; then one step runs, so the job always finishes.")
+                               "long, then one step runs; a job waits at most this long to "
+                               "start while the SLO is broken, then starts at min_duty. So "
+                               "the job always finishes.")
     off_peak_windows: list[TimeWindow] = Field(
         default_factory=list, max_length=24, description="off-peak: local-time windows "
         "HH:MM-HH:MM (may wrap midnight) in which jobs may start; a started job finishes.")

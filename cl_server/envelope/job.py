@@ -119,7 +119,7 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
         if service.champion_version else None
     champion = load_version(champion_record) if champion_record else None
 
-    governor = job_governor(ctx, config)
+    governor = job_governor(ctx, config, champion_record.version if champion_record else None)
     governor.admit()  # the scheduling policy may hold the job (off-peak, SLO already broken)
     previous = snapshot_of(champion_record.data_query if champion_record else None)
     waiting = new_sample_count(store, service.name, previous)

@@ -11,7 +11,7 @@ from cl_server.config.schema import SchedulingConfig, ServiceConfig
 from cl_server.scheduling.governor import Governor, apply_limits
 from cl_server.scheduling.policy import Immediate, OffPeak, Policy, SloAware
 from cl_server.scheduling.signals import LiveSignals
-from plugin.proxy.metrics import recent_latency_key
+from plugin.proxy.metrics import latency_key
 
 SLO_AWARE_NICE = 10
 
@@ -19,7 +19,8 @@ SLO_AWARE_NICE = 10
 def make_policy(scheduling: SchedulingConfig) -> Policy:
     """The policy ``scheduling.policy`` names, with its settings."""
     if scheduling.policy == "slo-aware":
-        return SloAware(scheduling.slo.p95_ms, min_duty=scheduling.min_duty)
+        return SloAware(scheduling.slo.p95_ms, min_duty=scheduling.min_duty,
+                        max_wait_s=scheduling.max_pause_s)
     if scheduling.policy == "off-peak":
         return OffPeak(scheduling.off_peak_windows)
     return Immediate()
@@ -41,34 +42,29 @@ def process_limits(scheduling: SchedulingConfig) -> tuple[int | None, int | None
     return threads, nice, bool(idle)
 
 
-def longer_window_p95(cache: redis.Redis, service: str) -> float | None:
-    """The p95 of the most recently published per-version figures (the proxy's last 5,000
-    requests), or None."""
-    best: tuple[int, float] | None = None
-    recent = recent_latency_key(service)
+def champion_p95(cache: redis.Redis, service: str, version: int | None) -> float | None:
+    """The p95 the proxy last published for ``version`` over its last 5,000 requests (the
+    longer-window figure), or None."""
+    if version is None:
+        return None
     try:
-        for key in cache.scan_iter(match=f"modelci:{service}:latency:*", count=100):
-            if key.decode() == recent:
-                continue
-            figures = cache.hmget(key, "p95_ms", "updated_ms")
-            if figures[0] is None or figures[1] is None:
-                continue
-            stamp = int(figures[1])
-            if best is None or stamp > best[0]:
-                best = (stamp, float(figures[0]))
+        value = cache.hget(latency_key(service, version), "p95_ms")
     except redis.RedisError:
         return None
-    return best[1] if best else None
+    return float(value) if value is not None else None
 
 
-def job_governor(ctx: Any, config: ServiceConfig, queues: list[str] | None = None) -> Governor:
+def job_governor(ctx: Any, config: ServiceConfig, champion_version: int | None = None
+                 ) -> Governor:
     """The governor of the running job ``ctx`` (a :class:`~cl_server.queue.kinds.JobContext`)
-    of ``config``'s service: its policy, live signals, limits applied to this process, and its
-    schedule recorded on the job."""
+    of ``config``'s service: its policy, live signals (with the depth of the job's queue),
+    limits applied to this process, and its schedule recorded on the job. With no traffic
+    before training, a relative SLO starts from the champion's longer-window p95."""
     scheduling = config.scheduling
     limits = apply_limits(*process_limits(scheduling))
+    job = ctx.store.get_job(ctx.job_id)
     signals = LiveSignals(ctx.cache, config.name, max_age_s=scheduling.slo.signal_max_age_s,
-                          queues=queues or [])
+                          queues=[job.queue] if job is not None and job.queue else [])
 
     def record(summary: dict[str, Any]) -> None:
         ctx.store.update_job(ctx.job_id, schedule=summary)
@@ -77,5 +73,6 @@ def job_governor(ctx: Any, config: ServiceConfig, queues: list[str] | None = Non
                     check_cancelled=ctx.check_cancelled, record=record,
                     max_pause_s=scheduling.max_pause_s, baseline_s=scheduling.slo.baseline_s,
                     slo_ratio=scheduling.slo.p95_ratio,
-                    fallback_baseline=lambda: longer_window_p95(ctx.cache, config.name),
+                    fallback_baseline=lambda: champion_p95(ctx.cache, config.name,
+                                                           champion_version),
                     limits=limits)

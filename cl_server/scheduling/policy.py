@@ -10,7 +10,9 @@ A policy answers three questions, asked by the :class:`~cl_server.scheduling.Gov
 Policies (``scheduling.policy``):
 
 - :class:`Immediate`: start at once, never slow down (the baseline);
-- :class:`SloAware`: keep the inference p95 latency within ``target_ms``. The job trains a
+- :class:`SloAware`: keep the inference p95 latency within ``target_ms``. A job waits to
+  start while the SLO is already broken, at most ``max_wait_s`` (then it starts at
+  ``min_duty``). The job trains a
   share ``duty`` of the wall time (it sleeps ``step_s * (1 - duty) / duty`` after a step);
   two readings in a row above the target halve the duty (at least ``min_duty``: one noisy
   reading does not), one below 80% of it adds 0.1 (additive increase, multiplicative
@@ -100,7 +102,7 @@ class SloAware(Policy):
 
     def __init__(self, target_ms: float | None = None, *, min_duty: float = 0.05,
                  start_duty: float = 0.5, adjust_every_s: float = 0.5,
-                 clock: Callable[[], float] = time.monotonic):
+                 max_wait_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
         if not 0 < min_duty <= start_duty <= 1:
             raise ValueError(f"need 0 < min_duty <= start_duty <= 1 (got {min_duty}, "
                              f"{start_duty})")
@@ -108,7 +110,9 @@ class SloAware(Policy):
         self.min_duty = min_duty
         self.duty = start_duty
         self.adjust_every_s = adjust_every_s
+        self.max_wait_s = max_wait_s
         self.clock = clock
+        self._waiting_since: float | None = None
         self._adjusted: float | None = None
         self.breaches = 0
         self._in_a_row = 0
@@ -120,8 +124,15 @@ class SloAware(Policy):
     def admit(self, signals: Signals, now: datetime) -> Decision:
         p95 = _usable(signals)
         if self.target_ms is not None and p95 is not None and p95 > self.target_ms:
-            return Decision("wait", 0.5, f"inference p95 {p95:g} ms is above the SLO "
-                            f"{self.target_ms:g} ms before the job trains")
+            now = self.clock()
+            if self._waiting_since is None:
+                self._waiting_since = now
+            if now - self._waiting_since < self.max_wait_s:
+                return Decision("wait", 0.5, f"inference p95 {p95:g} ms is above the SLO "
+                                f"{self.target_ms:g} ms before the job trains")
+            self.duty = self.min_duty
+            return Decision("run", reason=f"admitted at the least duty after {self.max_wait_s:g} "
+                            "s with the SLO still broken (the job must finish)")
         return Decision("run", reason="admitted" if self.target_ms is not None else
                         "admitted with no SLO target (no latency baseline): unpaced")
 
