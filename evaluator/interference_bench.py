@@ -9,10 +9,14 @@ and records each latency (client side). Then:
 1. **idle**: traffic only; p50 / p95 / p99 over ``idle_s`` seconds;
 2. for each model size (``mlp``, ``lenet5``, ``resnet18``, the ~11M-parameter ResNet-18-like):
    - **alone**: the training job with no traffic (all cores, ``immediate``): its time;
-   - one run per **policy** with traffic on: ``immediate`` (all cores, full speed) and
-     ``slo-aware`` (SLO p95 = ``slo_ratio`` x the p95 the job measures before it trains; the
-     policy's threads, niceness, pacing and pauses): the latency quantiles of the requests
-     sent while the job trained, and its training time against training alone;
+   - one run per **policy** with traffic on: ``immediate`` (all cores, full speed),
+     ``limits-only`` (slo-aware's process limits: half the cores, nice 10; never paced: what
+     the limits alone do) and ``slo-aware`` (SLO p95 = ``slo_ratio`` x the p95 the job
+     measures before it trains; the limits, pacing and pauses): the latency quantiles of the
+     requests sent while the job trained against those of the ``before_s`` seconds of idle
+     traffic right before it (this machine's idle p95 drifts by 10-30% over minutes: an
+     adjacent reference; the ratio to the first idle phase is kept too), and its training
+     time against training alone;
    - ``off-peak`` with its window closed: the job waits (checked for ``offpeak_s``) and the
      latency stays at idle.
 
@@ -63,7 +67,7 @@ SERVED = ModelConfig(template="lenet5", input={"name": "INPUT__0", "shape": [1, 
                                                "dtype": "float32"},
                      output_name="OUTPUT__0", classes=[str(c) for c in range(10)])
 SHAPES = {"mlp": (784,), "lenet5": (1, 28, 28), "resnet18": (1, 28, 28)}
-STEPS = {"mlp": 600, "lenet5": 450, "resnet18": 10}
+STEPS = {"mlp": 3000, "lenet5": 1800, "resnet18": 14}  # about 10 s each alone (2 cores)
 QUICK_STEPS = {"mlp": 250, "lenet5": 180, "resnet18": 4}
 PAPER = {"p95_ratio_during_update": "> 3x (Faster R-CNN update beside ResNet-50 at 100 img/s)",
          "training_slowdown": "1.31x - 2.74x per epoch (no SLO)"}
@@ -72,9 +76,10 @@ PAPER = {"p95_ratio_during_update": "> 3x (Faster R-CNN update beside ResNet-50 
 @dataclass(frozen=True)
 class InterferenceSettings:
     templates: tuple[str, ...] = ("mlp", "lenet5", "resnet18")
-    policies: tuple[str, ...] = ("immediate", "slo-aware")
+    policies: tuple[str, ...] = ("immediate", "limits-only", "slo-aware")
     rate: float = 50.0           # requests per second through the proxy
-    idle_s: float = 10.0         # seconds of traffic with no job (the idle quantiles)
+    idle_s: float = 20.0         # seconds of traffic with no job (the idle quantiles)
+    before_s: float = 10.0       # seconds of idle traffic measured right before each job
     settle_s: float = 2.0        # seconds between two runs
     offpeak_s: float = 3.0       # seconds the off-peak job is watched waiting
     slo_ratio: float = 1.2
@@ -201,8 +206,9 @@ def _run_job(cache_url: str, template: str, policy: str, steps: int, settings:
             "--slo-ratio", str(settings.slo_ratio), "--seed", str(settings.seed),
             *(extra or [])]
     env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    # its own session, as a worker's job has (the CLI starts each worker with setsid)
     child = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=env)
+                             env=env, start_new_session=True)
     sampler.watch(child.pid)
     out, err = child.communicate()
     sampler.watch(None)
@@ -273,15 +279,20 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
         for template in settings.templates:
             for policy in settings.policies:
                 time.sleep(settings.settle_s)
+                before = _idle_before(traffic, settings.before_s)
                 job = _run_job(cache_url, template, policy, settings.steps_for(template),
                                settings, sampler)
                 latencies, failed = traffic.between(job["fit_start"], job["fit_end"])
                 rows.append({"template": template, "policy": policy,
                              **_job_figures(job, alone[template]),
-                             **_latency_figures(latencies, failed, idle),
+                             **_latency_figures(latencies, failed, before),
+                             "idle_before_p95_ms": before["p95_ms"],
+                             "p95_ratio_first_idle": round(_quantiles(latencies)["p95_ms"]
+                                                           / idle["p95_ms"], 2),
                              "series": _rolling_p95(traffic, job["fit_start"],
                                                     job["fit_end"])})
             time.sleep(settings.settle_s)
+            before = _idle_before(traffic, settings.before_s)
             job = _run_job(cache_url, template, "off-peak", settings.steps_for(template),
                            settings, sampler, ["--window", _closed_window(),
                                                "--give-up-after-s", str(settings.offpeak_s)])
@@ -289,7 +300,8 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
             rows.append({"template": template, "policy": "off-peak (window closed)",
                          "deferred": True, "steps": job["steps"],
                          "schedule": job["schedule"],
-                         **_latency_figures(latencies, failed, idle)})
+                         **_latency_figures(latencies, failed, before),
+                         "idle_before_p95_ms": before["p95_ms"]})
         traffic.stop()
         sampler.stop()
         return {"settings": asdict(settings), "idle": idle, "rows": rows,
@@ -304,6 +316,14 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
             proxy.stop()
         server.stop()
         services.stop()
+
+
+def _idle_before(traffic: Traffic, seconds: float) -> dict[str, float | int]:
+    """The latency quantiles of ``seconds`` of traffic from now (no job running)."""
+    start = time.time()
+    time.sleep(seconds)
+    latencies, _ = traffic.between(start, time.time())
+    return _quantiles(latencies)
 
 
 def _rolling_p95(traffic: Traffic, start: float, end: float, window_s: float = 1.0,
@@ -337,9 +357,10 @@ def write_report(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         (f"Idle (no job): p50 {idle['p50_ms']} ms, p95 {idle['p95_ms']} ms, p99 "
          f"{idle['p99_ms']} ms over {idle['requests']} requests."),
         "",
-        ("| model | policy | p50 ms | p95 ms (x idle) | p99 ms (x idle) | training s "
-         "(x alone) | paced s | paused s | pauses | SLO p95 ms (proxy) | limits |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|"]
+        ("| model | policy | idle p95 ms before | p50 ms | p95 ms (x idle before) | p99 ms "
+         "(x idle before) | training s (x alone) | paced s | paused s | pauses | SLO p95 ms "
+         "(proxy) | limits |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         schedule = row.get("schedule") or {}
         limits = schedule.get("limits") or {}
@@ -349,7 +370,8 @@ def write_report(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         training = "deferred (0 steps)" if row.get("deferred") else \
             f"{row['train_s']} ({row['slowdown']}x)"
         lines.append(
-            f"| {row['template']} | {row['policy']} | {latency[0]} | {latency[1]} | "
+            f"| {row['template']} | {row['policy']} | {row.get('idle_before_p95_ms', '-')} | "
+            f"{latency[0]} | {latency[1]} | "
             f"{latency[2]} | {training} | {schedule.get('paced_s', 0):.1f} | "
             f"{schedule.get('paused_s', 0):.1f} | {schedule.get('pauses', 0)} | "
             f"{schedule.get('slo_p95_ms') or '-'} | "
@@ -423,13 +445,17 @@ def _job_main(args: argparse.Namespace) -> None:
     from cl_server.config.schema import SchedulingConfig
     from cl_server.scheduling.factory import make_policy, process_limits
     from cl_server.scheduling.governor import Governor, apply_limits
+    from cl_server.scheduling.policy import Immediate
     from cl_server.scheduling.signals import LiveSignals
     from model_factory.scenarios.datasets import mnist_5k
-    from model_factory.templates import Classifier, prebatched
+    from model_factory.templates import Classifier
 
     start = time.time()
+    # limits-only: slo-aware's process limits (threads, niceness), never paced
+    limits_only = args.policy == "limits-only"
     scheduling = SchedulingConfig.model_validate({
-        "policy": args.policy, "slo": {"p95_ratio": args.slo_ratio},
+        "policy": "slo-aware" if limits_only else args.policy,
+        "slo": {"p95_ratio": args.slo_ratio},
         **({"off_peak_windows": [args.window]} if args.window else {}),
         # immediate trains on every core (as fast as it can); slo-aware takes its defaults.
         **({"threads": os.cpu_count() or 1} if args.policy == "immediate" else {})})
@@ -444,25 +470,32 @@ def _job_main(args: argparse.Namespace) -> None:
         if deadline is not None and time.monotonic() > deadline:
             raise GaveUp
 
-    governor = Governor(make_policy(scheduling), LiveSignals(cache, SERVICE),
+    governor = Governor(Immediate() if limits_only else make_policy(scheduling),
+                        LiveSignals(cache, SERVICE),
                         log=lambda message, level="INFO": print(message, file=sys.stderr),
                         check_cancelled=check_cancelled, slo_ratio=args.slo_ratio,
-                        limits=limits)
+                        baseline_s=scheduling.slo.baseline_s, limits=limits)
     x, y = mnist_5k()
     batch = 32
-    need = args.steps * batch
-    index = np.arange(need) % len(x)
-    inputs = torch.from_numpy(x[index]).reshape(need, *SHAPES[args.template])
-    targets = torch.from_numpy(y[index])
+    inputs = torch.from_numpy(x).reshape(len(x), *SHAPES[args.template])
+    targets = torch.from_numpy(y)
+
+    class Cycling(torch.utils.data.Dataset):  # args.steps batches cycling through the digits
+        def __len__(self) -> int:
+            return args.steps
+
+        def __getitem__(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            index = torch.arange(step * batch, (step + 1) * batch) % len(x)
+            return inputs[index], targets[index]
+
     model = Classifier(args.template, SHAPES[args.template], [str(c) for c in range(10)],
                        seed=args.seed)
     fit_start = fit_end = None
     try:
         governor.admit()
         fit_start = time.time()
-        model.fit(inputs, targets, loader=prebatched(
-            (inputs[i:i + batch], targets[i:i + batch]) for i in range(0, need, batch)),
-            between_steps=governor.between_steps)
+        loader = torch.utils.data.DataLoader(Cycling(), batch_size=None, shuffle=False)
+        model.fit(inputs, targets, loader=loader, between_steps=governor.between_steps)
         fit_end = time.time()
     except GaveUp:
         pass
@@ -478,7 +511,8 @@ def main() -> None:  # pragma: no cover - the child process entry point
     job = sub.add_parser("job", help="one training job under a policy (prints JSON)")
     job.add_argument("--cache-url", required=True)
     job.add_argument("--template", choices=sorted(SHAPES), required=True)
-    job.add_argument("--policy", choices=("immediate", "slo-aware", "off-peak"), required=True)
+    job.add_argument("--policy", required=True,
+                     choices=("immediate", "limits-only", "slo-aware", "off-peak"))
     job.add_argument("--steps", type=int, required=True)
     job.add_argument("--slo-ratio", type=float, default=1.2)
     job.add_argument("--seed", type=int, default=0)

@@ -573,7 +573,8 @@ def bench_interference(templates: str, rate: float, slo_ratio: float, out_dir: P
                                  f"(expected: {', '.join(SHAPES)})", param_hint="--templates")
     settings = InterferenceSettings(templates=("mlp",) if quick else names, rate=rate,
                                     slo_ratio=slo_ratio, quick=quick,
-                                    idle_s=4.0 if quick else 15.0)
+                                    idle_s=4.0 if quick else 20.0,
+                                    before_s=3.0 if quick else 10.0)
     with console.status("starting redis, tritonserver and the proxy; training beside "
                         "traffic..."):
         result = run_interference_bench(settings)

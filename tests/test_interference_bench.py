@@ -1,8 +1,9 @@
 """``modelci-e bench interference --quick``: real tritonserver, proxy, redis and training jobs.
 
 The quick variant trains the MLP job alone, then beside traffic under ``immediate``,
-``slo-aware`` and ``off-peak`` (window closed). The figures depend on the machine; the test
-checks that every run happened as its policy says and that the report and plot are written.
+``limits-only`` (slo-aware's process limits, unpaced), ``slo-aware`` and ``off-peak`` (window
+closed). The figures depend on the machine; the test checks that every run happened as its
+policy says and that the report and plot are written.
 """
 
 from __future__ import annotations
@@ -23,20 +24,25 @@ def test_bench_interference_quick(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads((out / "interference.json").read_text())
     rows = {row["policy"]: row for row in result["rows"]}
-    assert set(rows) == {"alone (no traffic)", "immediate", "slo-aware",
+    assert set(rows) == {"alone (no traffic)", "immediate", "limits-only", "slo-aware",
                          "off-peak (window closed)"}
     idle = result["idle"]
     assert idle["requests"] > 100 and idle["failed"] == 0 and idle["p95_ms"] > 0
-    for policy in ("immediate", "slo-aware"):
+    for policy in ("immediate", "limits-only", "slo-aware"):
         row = rows[policy]
         assert row["steps"] == QUICK_STEPS["mlp"] and row["failed"] == 0
         assert row["requests"] > 0 and row["p95_ratio"] > 0 and row["slowdown"] > 0
+        assert row["idle_before_p95_ms"] > 0  # each run's own idle reference
+        assert row["p95_ratio"] == round(row["p95_ms"] / row["idle_before_p95_ms"], 2)
     slo = rows["slo-aware"]["schedule"]
     assert slo["policy"] == "slo-aware" and slo["slo_p95_ms"] > 0
     assert slo["baseline_p95_ms"] > 0
-    assert slo["limits"]["nice"] == 10 and slo["limits"]["sched"] == "idle"
+    assert slo["limits"]["nice"] == 10 and "sched" not in slo["limits"]
     assert slo["limits"]["threads"] >= 1
-    assert rows["immediate"]["schedule"]["paced_s"] == 0
+    assert rows["limits-only"]["schedule"]["limits"] == slo["limits"]
+    for unpaced in ("immediate", "limits-only"):
+        assert rows[unpaced]["schedule"]["paced_s"] == 0
+        assert rows[unpaced]["schedule"]["pauses"] == 0
     deferred = rows["off-peak (window closed)"]
     assert deferred["steps"] == 0 and deferred["schedule"]["state"] == "waiting"
     assert deferred["schedule"]["waited_s"] > 0

@@ -72,32 +72,42 @@ name: digits
 engine: {kind: triton, model_name: digits}
 model: {template: mlp, template_params: {hidden: [128]}, input: {shape: [64]},
         classes: ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9"]}
-cl: {strategy: {name: naive}, epochs: 6, batch_size: 32, learning_rate: 0.003}
+cl: {strategy: {name: naive}, epochs: 20, batch_size: 32, learning_rate: 0.003}
 validation: {recent_holdout: 150, historical_per_class: 20}
 scheduling: {policy: POLICY, threads: 1, slo: {p95_ms: 10}, max_pause_s: 20}
 """
 
 
+def session_nice(pid: int) -> int | None:
+    """The niceness of ``pid``'s autogroup (None: autogroups off)."""
+    if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() == "0":
+        return None
+    fields = Path(f"/proc/{pid}/autogroup").read_text().split()
+    return int(fields[fields.index("nice") + 1])
+
+
 class Flapping(Background):
     """Publishes the service's recent latency like the proxy, alternating above 1.5x the SLO
-    (pause) and within it, every ``period_s``."""
+    for ``high_s`` (long enough for the policy's level to rise: a pause) and within it for
+    ``low_s`` (a resume), every 0.1 s."""
 
-    def __init__(self, client: redis.Redis, service: str, period_s: float = 0.7):
+    def __init__(self, client: redis.Redis, service: str, high_s: float = 1.2,
+                 low_s: float = 0.6):
         super().__init__()
-        self.client, self.service, self.period_s = client, service, period_s
+        self.client, self.service, self.high_s, self.low_s = client, service, high_s, low_s
 
     def _run(self) -> None:
-        high = True
+        start = time.monotonic()
         while not self._stop.is_set():
+            high = (time.monotonic() - start) % (self.high_s + self.low_s) < self.high_s
             publish_recent_latency(self.client, self.service, {
                 "p50_ms": 4.0, "p95_ms": 40.0 if high else 6.0, "p99_ms": 50.0, "count": 60})
-            high = not high
-            self._stop.wait(self.period_s)
+            self._stop.wait(0.1)
 
 
 @pytest.fixture
 def digits_worker(store: MongoStore, store_uri: str, redis_url: str, tmp_path: Path
-                  ) -> Iterator[tuple[JobQueue, redis.Redis]]:
+                  ) -> Iterator[tuple[JobQueue, redis.Redis, int]]:
     cache = redis.Redis.from_url(redis_url)
     queue = JobQueue(store, cache, name=f"q{uuid.uuid4().hex[:8]}", job_timeout_s=300)
     config = parse_config(CONFIG.replace("POLICY", "immediate"), env={})
@@ -107,15 +117,16 @@ def digits_worker(store: MongoStore, store_uri: str, redis_url: str, tmp_path: P
                           tmp_path / "run", 1)
     proc.start()
     try:
-        yield queue, cache
+        assert proc.pid is not None
+        yield queue, cache, proc.pid
     finally:
         proc.stop()
         cache.close()
 
 
 def test_slo_aware_job_pauses_resumes_and_trains_the_same_weights(
-        digits_worker: tuple[JobQueue, redis.Redis], store: MongoStore) -> None:
-    queue, cache = digits_worker
+        digits_worker: tuple[JobQueue, redis.Redis, int], store: MongoStore) -> None:
+    queue, cache, worker_pid = digits_worker
     params = {"service": "digits", "seed": 4, "deploy": False}
     plain = queue.submit("cl_update", params, service="digits")
     plain = wait_for(store, plain.id, terminal, timeout_s=180)
@@ -123,8 +134,11 @@ def test_slo_aware_job_pauses_resumes_and_trains_the_same_weights(
     assert plain.schedule is not None and plain.schedule["policy"] == "immediate"
     assert plain.schedule["pauses"] == 0 and plain.schedule["paced_s"] == 0
 
-    store.upsert_service(service_record(parse_config(CONFIG.replace("POLICY", "slo-aware"),
-                                                     env={})))
+    # Idle priority (opt-in): SCHED_IDLE threads and, where autogroups are on, the worker's
+    # session at nice 19 while the job runs, then back.
+    store.upsert_service(service_record(parse_config(
+        CONFIG.replace("POLICY", "slo-aware, idle_priority: true"), env={})))
+    group_before = session_nice(worker_pid)
     with Flapping(cache, "digits"):
         paced = queue.submit("cl_update", params, service="digits")
         paced = wait_for(store, paced.id, terminal, timeout_s=240)
@@ -132,7 +146,9 @@ def test_slo_aware_job_pauses_resumes_and_trains_the_same_weights(
     schedule = paced.schedule
     assert schedule["policy"] == "slo-aware" and schedule["slo_p95_ms"] == 10
     assert schedule["pauses"] >= 1 and schedule["paused_s"] > 0
-    assert schedule["limits"] == {"threads": 1, "nice": 10, "sched": "idle"}
+    assert schedule["limits"] == {"threads": 1, "nice": 10, "sched": "idle", **(
+        {} if group_before is None else {"autogroup_nice": 19})}
+    assert session_nice(worker_pid) == group_before  # the worker's session is back
     assert schedule["state"] in ("running", "paced") and schedule["steps"] > 0
     assert schedule["signals"]["queue_depth"] == 0  # the job's own queue, read live
     log = [line.message for line in store.job_logs(paced.id)]

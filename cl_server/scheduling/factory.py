@@ -37,8 +37,6 @@ def process_limits(scheduling: SchedulingConfig) -> tuple[int | None, int | None
             threads = min(torch.get_num_threads(), max(1, (os.cpu_count() or 2) // 2))
         if nice is None:
             nice = SLO_AWARE_NICE
-        if idle is None:
-            idle = True
     return threads, nice, bool(idle)
 
 

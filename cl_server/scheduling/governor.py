@@ -32,6 +32,7 @@ import statistics
 import time
 from collections.abc import Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from cl_server.scheduling.policy import Decision, Policy, SloAware
@@ -163,7 +164,7 @@ class Governor:
             self.log("scheduling [slo-aware]: no inference latency before the job: no SLO "
                      "target, the job trains unpaced", "WARNING")
             return
-        policy.set_target(round(self.baseline_ms * self.slo_ratio, 3))
+        policy.set_target(round(self.baseline_ms * self.slo_ratio, 3), ratio=self.slo_ratio)
         self.log(f"scheduling [slo-aware]: inference p95 before the job {self.baseline_ms:g} "
                  f"ms ({source}); SLO p95 {policy.target_ms:g} ms "
                  f"({self.slo_ratio:g} x)")
@@ -191,7 +192,13 @@ class Governor:
         self.steps += 1
         self.seconds["training"] += step_s
         signals = self._read()
+        target = getattr(self.policy, "target_ms", None)
         decision: Decision = self.policy.after_step(step_s, signals)
+        rebased = getattr(self.policy, "target_ms", None)
+        if rebased != target and target is not None:
+            self.log(f"scheduling [{self.policy.name}]: SLO re-based from {target:g} to "
+                     f"{rebased:g} ms: the inference p95 stayed above it with the job at its "
+                     f"least duty, so the job is not what slows inference ({signals.describe()})")
         if decision.action == "pause":
             self._pause(decision, signals)
         elif decision.action == "pace" and decision.seconds > 0:
@@ -245,11 +252,46 @@ def _threads() -> list[int]:
         return [0]
 
 
+AUTOGROUP = Path("/proc/self/autogroup")
+AUTOGROUP_ENABLED = Path("/proc/sys/kernel/sched_autogroup_enabled")
+IDLE_NICE = 19
+
+
+def autogroup_nice() -> int | None:
+    """The niceness of this process's autogroup (Linux), or None where autogroups are off.
+
+    With autogroups on (the default of most desktop and many server kernels), the CPU is
+    shared first between sessions (each process started with ``setsid``, e.g. every
+    server and worker the CLI starts, is one); a thread's own niceness or ``SCHED_IDLE`` only
+    ranks it inside its session. Lowering a job's share against the inference server needs
+    the autogroup's niceness too.
+    """
+    try:
+        if AUTOGROUP_ENABLED.read_text().strip() == "0":
+            return None
+        fields = AUTOGROUP.read_text().split()  # "/autogroup-42 nice 0"
+        return int(fields[fields.index("nice") + 1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def set_autogroup_nice(nice: int) -> bool:
+    """Set this process's autogroup niceness (0..19 needs no privilege); False where it
+    cannot be set."""
+    try:
+        AUTOGROUP.write_text(str(nice))
+    except OSError:
+        return False
+    return autogroup_nice() == nice
+
+
 def apply_limits(threads: int | None, nice: int | None, idle: bool = False) -> dict[str, Any]:
     """Set this process's torch threads, niceness (only ever raised) and, with ``idle``, the
     Linux ``SCHED_IDLE`` policy (it runs only on CPU time nothing else wants); every existing
     thread of the process is changed (Linux applies both per thread; new threads inherit).
-    Returns what now holds."""
+    With ``idle`` and autogroups on, the process's autogroup goes to nice 19 too (else
+    ``SCHED_IDLE`` ranks the job only inside its own session, see :func:`autogroup_nice`);
+    the worker sets it back after the job. Returns what now holds."""
     import torch
 
     if threads is not None:
@@ -270,4 +312,9 @@ def apply_limits(threads: int | None, nice: int | None, idle: bool = False) -> d
             except OSError:
                 continue
         applied["sched"] = "idle" if os.sched_getscheduler(0) == os.SCHED_IDLE else "other"
+    group = autogroup_nice() if idle else None
+    if group is not None:
+        if group < IDLE_NICE and set_autogroup_nice(IDLE_NICE):
+            group = IDLE_NICE
+        applied["autogroup_nice"] = group
     return applied

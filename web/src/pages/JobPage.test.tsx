@@ -18,6 +18,7 @@ const SLO_AWARE: JsonObject = {
   baseline_p95_ms: 8.1,
   slo_p95_ms: 9.72,
   duty: 0.35,
+  level_p95_ms: 9.4,
   readings: 40,
   breaches: 6,
   limits: { threads: 1, nice: 10 },
@@ -53,8 +54,9 @@ describe("Job page", () => {
     expect(within(section).getByTestId("schedule-pauses")).toHaveTextContent("9 state changes");
     expect(within(section).getByTestId("schedule-slo")).toHaveTextContent("9.72 ms");
     expect(within(section).getByTestId("schedule-slo")).toHaveTextContent(
-      "breached in 6 of 40 readings",
+      "level above it in 6 of 40 readings",
     );
+    expect(within(section).getByTestId("schedule-level")).toHaveTextContent("9.4 ms");
     expect(within(section).getByTestId("schedule-baseline")).toHaveTextContent("8.1 ms");
     expect(within(section).getByTestId("schedule-duty")).toHaveTextContent("35.0%");
     expect(within(section).getByTestId("schedule-limits")).toHaveTextContent(

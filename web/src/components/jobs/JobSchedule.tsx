@@ -120,7 +120,7 @@ export function JobSchedule({ schedule }: { schedule: JsonObject | null | undefi
                 <>
                   {" "}
                   <span className="muted">
-                    breached in {num(breaches)} of {num(readings)} readings
+                    level above it in {num(breaches)} of {num(readings)} readings
                   </span>
                 </>
               )}
@@ -131,6 +131,12 @@ export function JobSchedule({ schedule }: { schedule: JsonObject | null | undefi
           <>
             <dt>Baseline p95</dt>
             <dd data-testid="schedule-baseline">{millis(numberAt(schedule, "baseline_p95_ms"))}</dd>
+          </>
+        )}
+        {has(schedule, "level_p95_ms") && (
+          <>
+            <dt>Level p95</dt>
+            <dd data-testid="schedule-level">{millis(numberAt(schedule, "level_p95_ms"))}</dd>
           </>
         )}
         {has(schedule, "duty") && (
