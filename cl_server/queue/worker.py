@@ -19,6 +19,7 @@ from rq import Queue, Worker, get_current_job
 from rq.job import Job as RQJob
 
 from cl_server.queue.kinds import KINDS, JobCancelled
+from cl_server.scheduling.governor import autogroup_nice, set_autogroup_nice
 from cl_server.scheduling.placement import served_queues
 from cl_server.store import MongoStore, Store, utcnow
 
@@ -36,6 +37,14 @@ class WorkerSettings:
 
 
 _settings: WorkerSettings | None = None
+_home_priority: int | None = None
+"""The niceness of the worker's autogroup when it started (a job may raise it, see
+:func:`~cl_server.scheduling.governor.apply_limits`; it is set back after every job)."""
+
+
+def _restore_priority() -> None:
+    if _home_priority is not None and autogroup_nice() != _home_priority:
+        set_autogroup_nice(_home_priority)
 
 
 def _configured() -> WorkerSettings:
@@ -81,7 +90,10 @@ def run_job(job_id: str) -> dict[str, Any] | None:
             if spec is None:
                 raise LookupError(f"this worker has no job kind '{job.kind}' (it has: "
                                   f"{', '.join(sorted(KINDS))}); is it an older version?")
-            result = spec.run(ctx, spec.params.model_validate(job.params))
+            try:
+                result = spec.run(ctx, spec.params.model_validate(job.params))
+            finally:  # before the job's end is recorded: whoever waits on it finds it back
+                _restore_priority()
         except JobCancelled:
             now = store.get_job(job_id)
             if now is not None and now.status not in ("running", "cancelled"):
@@ -95,11 +107,17 @@ def run_job(job_id: str) -> dict[str, Any] | None:
             store.transition_job(job_id, "failed", ["running"], finished_at=utcnow(),
                                  error=f"{type(exc).__name__}: {exc}")
             raise
+        # The last line goes in before the terminal state: whoever sees the job finished
+        # (the dashboard's log view, a client waiting on it) has its whole log to read.
+        now = store.get_job(job_id)
+        if now is None or now.status != "running":
+            ctx.log("finished after it was cancelled; result discarded", "WARNING")
+            return None
+        ctx.log("succeeded")
         if store.transition_job(job_id, "succeeded", ["running"], finished_at=utcnow(),
                                 result=result) is None:
             ctx.log("finished after it was cancelled; result discarded", "WARNING")
             return None
-        ctx.log("succeeded")
         return result
     finally:
         store.close()
@@ -110,10 +128,13 @@ def _record_end(job_id: str, status: str, error: str | None) -> None:
     settings = _configured()
     store = MongoStore(settings.store_uri, settings.database)
     try:
-        changed = store.transition_job(job_id, status, ["queued", "running"],  # type: ignore
-                                       finished_at=utcnow(), error=error)
-        if changed is not None and error:
+        job = store.get_job(job_id)
+        if job is None or job.status not in ("queued", "running"):
+            return  # run_job recorded its end
+        if error:  # the log first, then the terminal state (see run_job)
             store.append_job_logs(job_id, [("ERROR", error)])
+        store.transition_job(job_id, status, ["queued", "running"],  # type: ignore
+                             finished_at=utcnow(), error=error)
     finally:
         store.close()
 
@@ -121,19 +142,22 @@ def _record_end(job_id: str, status: str, error: str | None) -> None:
 def on_rq_failure(job: RQJob, connection: redis.Redis, exc_type: type[BaseException],
                   exc: BaseException, tb: Any) -> None:
     """RQ failure callback: covers what :func:`run_job` cannot (timeout, killed work horse)."""
+    _restore_priority()
     _record_end(job.id, "failed", f"{exc_type.__name__}: {exc}")
 
 
 def on_rq_stopped(job: RQJob, connection: redis.Redis) -> None:
     """RQ stopped callback: the work horse was stopped by a stop-job command."""
+    _restore_priority()
     _record_end(job.id, "cancelled", None)
 
 
 def run_worker(settings: WorkerSettings, name: str | None = None, burst: bool = False) -> None:
     """Serve the queue (and first the labelled queues of ``settings.labels``) until SIGTERM
     (warm: finish the job) or a second SIGTERM (cold)."""
-    global _settings
+    global _settings, _home_priority
     _settings = settings
+    _home_priority = autogroup_nice()
     store = MongoStore(settings.store_uri, settings.database)
     store.ping()
     store.close()
