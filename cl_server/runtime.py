@@ -24,6 +24,8 @@ import redis
 import waitress
 from rq import Worker
 
+from cl_server.annotation.factory import add_classes, make_backend, webhook_token, with_classes
+from cl_server.annotation.sync import AnnotationSync
 from cl_server.api import create_app
 from cl_server.api.context import ServerContext
 from cl_server.auth import ensure_admin
@@ -125,6 +127,7 @@ class ServerRuntime:
         self._embedded: EmbeddedServices | None = None
         self._worker_procs: list[ManagedProcess] = []
         self._loop: ServiceLoop | None = None
+        self._annotation: AnnotationSync | None = None
         self._store: MongoStore | None = None
         self._cache: redis.Redis | None = None
         self._server: waitress.server.BaseWSGIServer | None = None
@@ -159,6 +162,10 @@ class ServerRuntime:
         self._store.ping()
         self._cache = redis.Redis.from_url(cache_url)
         self._cache.ping()
+        if config.annotator.accept_new_classes:  # classes annotations added before a restart
+            known = self._store.get_service(config.name)
+            if known is not None:
+                self.config = config = with_classes(config, list(known.classes))
         app = create_app(config, self._store, self._cache)
         bootstrap = config.auth.bootstrap_admin_token
         admin_token = ensure_admin(self._store,
@@ -173,12 +180,33 @@ class ServerRuntime:
         self._loop = ServiceLoop(config, self._store, self._cache, ctx_of(app).queue,
                                  collector=ctx_of(app).collector)
         ctx_of(app).loop = self._loop.start()
+        self._annotation = self._annotation_loop(app)
         self._server = waitress.create_server(app, host=self.host, port=self.port, threads=8,
                                               clear_untrusted_proxy_headers=True)
         url = f"http://{self.host}:{self._server.effective_port}"
+        if self._annotation is not None:
+            ctx_of(app).annotation = self._annotation.start()
         return Started(url=url, admin_token=admin_token, cache_url=cache_url,
                        store_uri=store_uri, data_dir=self.data_dir,
                        engine_url=config.engine.url)
+
+    def _annotation_loop(self, app: Any) -> AnnotationSync | None:
+        """The service's annotation loop (not started), or None with no annotator."""
+        config = self.config
+        assert self._store is not None and self._cache is not None
+        backend = make_backend(config, self._cache)
+        if backend is None:
+            return None
+        webhook = None
+        if config.annotator.webhook_url is not None:
+            base = str(config.annotator.webhook_url).rstrip("/")
+            webhook = (f"{base}/api/services/{config.name}/annotations/webhook",
+                       {"Authorization": f"Bearer {webhook_token(self._store)}"})
+        server, loop, store = ctx_of(app), self._loop, self._store
+        return AnnotationSync(
+            config, backend, server.collector, store, self._cache, webhook=webhook,
+            on_new_classes=lambda classes: add_classes(classes, store=store, server=server,
+                                                       loop=loop))
 
     def serve_forever(self) -> None:
         """Serve HTTP until KeyboardInterrupt or SystemExit (the CLI maps SIGTERM to it)."""
@@ -189,6 +217,9 @@ class ServerRuntime:
         if self._server is not None:
             self._server.close()
             self._server = None
+        if self._annotation is not None:
+            self._annotation.stop()
+            self._annotation = None
         if self._loop is not None:
             self._loop.stop()
             self._loop = None

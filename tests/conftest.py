@@ -5,6 +5,7 @@
   run against ``MODELCI_TEST_MONGO_URI`` when that is set (a real MongoDB, say).
 - ``redis_url`` / ``redis_client``: the embedded redis-server, flushed before each test.
 - ``triton_server``: the real tritonserver with an empty model repository.
+- ``label_studio``: a real Label Studio (``./run test`` installs it in a venv of its own).
 - ``tokens``: an API token per role on the test's store.
 - ``artifacts``: serving artifacts of a tiny MLP (versions 1-3, 0 a broken file).
 
@@ -25,7 +26,8 @@ import redis
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from cl_server.auth import ensure_admin, issue_token  # noqa: E402
-from cl_server.embedded import EmbeddedServices, Endpoints  # noqa: E402
+from cl_server.embedded import (EmbeddedServiceError, EmbeddedServices, Endpoints,  # noqa: E402
+                                LabelStudioEndpoint, LabelStudioServer)
 from cl_server.store import MongoStore, User  # noqa: E402
 from plugin.serving.triton_server import TritonServer  # noqa: E402
 
@@ -113,6 +115,23 @@ def triton_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TritonSe
     server.start()
     try:
         yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabelStudioEndpoint]:
+    """A real Label Studio on loopback, one per session (its first start runs migrations:
+    30-100 s); the token is its admin's (:data:`~cl_server.embedded.label_studio.DEFAULT_USERNAME`).
+    """
+    try:
+        server = LabelStudioServer(tmp_path_factory.mktemp("label-studio"),
+                                   token=f"test-{uuid.uuid4().hex}")
+    except EmbeddedServiceError as exc:  # not installed: a failure, never a skip
+        raise pytest.fail.Exception(str(exc), pytrace=False) from None
+    server.start()
+    try:
+        yield server.endpoint
     finally:
         server.stop()
 

@@ -24,6 +24,7 @@ from cl_server.api.context import ServerContext
 from cl_server.api.errors import register_error_handlers
 from cl_server.api.routes import (
     access,
+    annotations,
     collect,
     dashboard,
     health,
@@ -65,7 +66,7 @@ def create_app(config: ServiceConfig, store: Store, cache: redis.Redis,
         engine=engine or EngineProbe(config.engine),
         collector=ServiceCollector(config, cache, store, config.server.data_dir / "spool"))
     for blueprint in (health.bp, access.bp, services.bp, jobs.bp, collect.bp, dashboard.bp,
-                      replicas.bp, web.bp):
+                      replicas.bp, annotations.bp, web.bp):
         app.register_blueprint(blueprint)
     register_error_handlers(app)
     return app

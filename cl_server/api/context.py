@@ -25,6 +25,7 @@ class ServerContext:
     engine: EngineProbe
     collector: ServiceCollector
     loop: Any = None  # the ServiceLoop when the server runs one (ServerRuntime does)
+    annotation: Any = None  # the AnnotationSync when the config names an annotator
 
 
 def ctx() -> ServerContext:

@@ -216,3 +216,71 @@ class QueryCheck(BaseModel):
 
 class RollbackIn(Strict):
     version: int = Field(ge=1, description="The version to serve again.")
+
+
+class AnnotationRejection(BaseModel):
+    task_id: str
+    request_id: str
+    label: str | None
+    annotation_id: str
+    reason: str
+    at: str
+
+
+class AnnotationBudget(BaseModel):
+    per_hour: int
+    per_day: int | None
+    available: int = Field(description="Samples that may be sent to annotators now.")
+
+
+class AnnotationStatus(BaseModel):
+    """The annotation loop of a service: what it sent, what came back, what it refused."""
+
+    backend: str = Field(description="label_studio or local (annotator.kind simulated).")
+    project: str | None = Field(description="The backend's project id.")
+    selection: str
+    budget: AnnotationBudget
+    pool: int = Field(description="Unlabeled served samples the selection chooses from.")
+    outbox: int = Field(description="Selected samples waiting for the backend (it was "
+                        "unreachable); delivered first at the next sync.")
+    tasks: int = Field(description="Tasks created so far.")
+    sent: int
+    completed: int = Field(description="Completed tasks pulled (each counted once).")
+    labeled: int = Field(description="Labels stored from them.")
+    duplicates: int = Field(description="Requests labeled before (by another channel).")
+    skipped: int = Field(description="Tasks annotated with no choice.")
+    rejected: int
+    unknown: int = Field(description="Requests no longer in the cache.")
+    last_push_at: str | None
+    last_pull_at: str | None
+    last_error: str | None
+    recent_rejections: list[AnnotationRejection]
+
+
+class AnnotationPush(BaseModel):
+    pooled: int
+    selected: int
+    sent: list[str]
+    already_there: int
+    queued: int
+    error: str | None
+
+
+class AnnotationPull(BaseModel):
+    completed: int
+    labeled: int
+    duplicates: int
+    skipped: int
+    rejected: int
+    unknown: int
+    new_classes: list[str]
+    error: str | None
+
+
+class AnnotationSyncOut(BaseModel):
+    push: AnnotationPush
+    pull: AnnotationPull
+
+
+class WebhookAccepted(BaseModel):
+    detail: str

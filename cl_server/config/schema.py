@@ -112,6 +112,8 @@ BUFFERS = ("none", "reservoir", "class_balanced")
 DEPLOY_MODES = ("full", "sparse", "partial")
 ROLLOUTS = ("direct", "canary", "shadow")
 ANNOTATORS = ("none", "label_studio", "simulated")
+SELECTION_STRATEGIES = ("random", "least-confidence", "margin", "entropy", "class-balanced",
+                        "drift-focused")
 SCHEDULING_POLICIES = ("immediate", "slo-aware", "off-peak")
 WORKER_LABEL_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,19}$"
 WorkerLabel = Annotated[str, StringConstraints(pattern=WORKER_LABEL_PATTERN)]
@@ -422,10 +424,39 @@ class DeploymentConfig(Section):
 
 
 class AnnotatorConfig(Section):
-    kind: choice("annotator", ANNOTATORS) = "none"  # type: ignore[valid-type]
-    url: HttpUrl | None = None
-    token: OptionalSecret = None
-    budget_per_hour: int = Field(100, ge=0)
+    """The annotation loop: which served samples go to annotators, and their labels back."""
+
+    kind: choice("annotator", ANNOTATORS) = Field(  # type: ignore[valid-type]
+        "none", description="none (labels come only from the labels API), label_studio (a "
+        "Label Studio at `url`: a project per service, tasks with the champion's "
+        "pre-annotation, annotations pulled back) or simulated (tasks kept in the cache, "
+        "answered by the simulated annotator of demos and benchmarks).")
+    url: HttpUrl | None = Field(None, description="Label Studio's base URL.")
+    token: OptionalSecret = Field(None, description="A Label Studio API token (use ${VAR}).")
+    project: str | None = Field(None, min_length=1, max_length=200, description="Label "
+                                "Studio project title; empty: `modelci-e: <service name>`.")
+    selection: choice("selection strategy", SELECTION_STRATEGIES) = Field(  # type: ignore[valid-type]
+        "least-confidence", description="Which served samples to label first: random, "
+        "least-confidence, margin, entropy (the champion's uncertainty), class-balanced "
+        "(round robin over predicted classes) or drift-focused (samples served since the "
+        "last drift alarm first).")
+    budget_per_hour: int = Field(100, ge=0, description="Samples sent to annotators in any "
+                                 "60 minutes, at most.")
+    budget_per_day: int | None = Field(None, ge=0, description="Samples sent in any 24 "
+                                       "hours, at most; empty: no daily cap.")
+    sync_every_s: float = Field(10.0, gt=0, le=3600, description="Seconds between two "
+                                "syncs (tasks pushed, annotations pulled); a webhook from "
+                                "Label Studio pulls at once.")
+    pool_size: int = Field(5000, ge=1, le=100_000, description="Unlabeled served samples the "
+                           "selection chooses from at most (the newest kept).")
+    accept_new_classes: bool = Field(False, description="An annotation naming a class the "
+                                     "service does not have: false: rejected and reported; "
+                                     "true: the class is added to the service (and to the "
+                                     "project's choices) and an update is requested, which "
+                                     "the scenario switch runs as new classes.")
+    webhook_url: HttpUrl | None = Field(None, description="The CL server's base URL as Label "
+                                        "Studio reaches it: a webhook on the project then "
+                                        "pulls each annotation as it is made.")
 
     @model_validator(mode="after")
     def _label_studio_needs_endpoint(self) -> AnnotatorConfig:
