@@ -714,6 +714,77 @@ def bench_deploy(templates: str, methods: str | None, updates: int, no_resnet: b
     console.print(f"wrote {path}, {', '.join(str(p) for p in plots)}")
 
 
+@bench.command("annotation")
+@click.option("--budget", type=click.FloatRange(0, 1, min_open=True), default=0.1,
+              show_default=True, help="Share of the served pool each selector gets labeled.")
+@click.option("--rounds", type=click.IntRange(1, 50), default=5, show_default=True,
+              help="Rounds the budget is spent in (select with the current model, update).")
+@click.option("--seeds", type=click.IntRange(1, 20), default=3, show_default=True)
+@click.option("--template", type=click.Choice(["mlp", "lenet5"]), default="lenet5",
+              show_default=True, help="lenet5: the demo image service's model; mlp: "
+              "784-400-400.")
+@click.option("--update", type=click.Choice(["champion", "current"]), default="champion",
+              show_default=True, help="champion: each update retrains from the champion on all "
+              "labels so far; current: it fine-tunes the last model on the round's labels.")
+@click.option("--min-steps", type=click.IntRange(1, 100_000), default=800, show_default=True,
+              help="Optimizer steps an update makes at least (more epochs on few labels).")
+@click.option("--out-dir", "--out", "out_dir", type=click.Path(path_type=Path),
+              default=Path("bench-results/annotation"), show_default=True)
+@click.option("--sync-samples", type=click.IntRange(0, 100_000), default=None,
+              help="Annotations synced through a real Label Studio (it is started on a fresh "
+              "data dir); 0: skip that part.  [default: 1000; 100 with --quick]")
+@click.option("--quick", is_flag=True, help="1 seed, a 600-sample pool, 3 rounds, a smaller "
+              "MLP, 100 annotations synced: for CI.")
+def bench_annotation(budget: float, rounds: int, seeds: int, template: str, update: str,
+                     min_steps: int, out_dir: Path, sync_samples: int | None,
+                     quick: bool) -> None:
+    """Which samples to label (active-learning selectors at a labeling budget against labeling
+    everything, on new classes, MNIST-5k) and how fast annotations sync with Label Studio."""
+    from dataclasses import replace
+
+    from rich.table import Table
+
+    from evaluator.annotation_bench import (
+        SELECTION_COLUMNS,
+        AnnotationBenchSettings,
+        SelectionBenchSettings,
+        run_annotation_bench,
+        selection_rows,
+        target_line,
+        write_report,
+    )
+    from evaluator.annotation_sync_bench import SyncBenchSettings, sync_report_lines
+
+    selection = replace(SelectionBenchSettings.quick(), budget=budget, template=template,
+                        update=update) if quick else SelectionBenchSettings(
+        budget=budget, rounds=rounds, seeds=seeds, template=template, update=update,
+        min_steps=min_steps)
+    try:
+        with console.status("training the champion and every selection arm...") as status:
+            samples = sync_samples if sync_samples is not None else 100 if quick else 1000
+            result = run_annotation_bench(
+                AnnotationBenchSettings(selection=selection, sync=SyncBenchSettings(
+                    samples=samples) if samples else None),
+                progress=lambda step: status.update(f"{step}..."))
+    except ValueError as exc:
+        raise click.ClickException(str(exc)) from None
+    part = result["selection"]
+    table = Table(title=f"selection: {part['budget_labels']} labels of {part['pool']:,} in "
+                        f"{selection.rounds} rounds, {selection.template}, update from the "
+                        f"{selection.update} model, {selection.seeds} seed(s): mean (min); "
+                        f"load average {result['load_average'][0]:.2f}")
+    for column in SELECTION_COLUMNS:
+        table.add_column(column, justify="left" if column == "arm" else "right")
+    for row in selection_rows(part):
+        table.add_row(*row)
+    Console(width=max(120, Console().width)).print(table)
+    console.print(target_line(part), markup=False)
+    if "sync" in result:
+        console.print("\n".join(sync_report_lines(result["sync"])[2:]), markup=False)
+    paths = write_report(result, out_dir)
+    console.print(f"wrote {', '.join(str(p) for p in paths)}", markup=False)
+
+
 @bench.command("dashboard")
 @click.option("--runs", type=click.IntRange(1, 50), default=5, show_default=True,
               help="Page loads per viewport (each cold, then warm).")
