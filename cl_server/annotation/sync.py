@@ -159,7 +159,6 @@ class AnnotationSync:
         self._served_cursor: str | None = None
         self._project: str | None = None
         self._project_classes: tuple[str, ...] = ()
-        self._version_classes: dict[int, list[str]] = {}
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -268,19 +267,16 @@ class AnnotationSync:
                 scores = None
         predicted = fields.get(b"prediction", b"").decode() or None
         if predicted is None and scores is not None:
-            names = self._classes_of(version)
-            index = int(np.argmax(scores))
-            predicted = names[index] if index < len(names) else None
+            if version:
+                predicted = self.collector.predicted_class({"outputs": fields[b"outputs"]},
+                                                           version)
+            else:  # no version named (an ingested record): the service's classes
+                index = int(np.argmax(scores))
+                classes = self.config.model.classes
+                predicted = classes[index] if index < len(classes) else None
         return _Pooled(Candidate(fields[b"id"].decode(), scores,
                                  int(fields.get(b"ts_ms", b"0") or 0), predicted),
                        bytes(fields[b"inputs"]), version)
-
-    def _classes_of(self, version: int) -> list[str]:
-        if version not in self._version_classes:
-            record = self.store.get_version(self.service, version) if version else None
-            self._version_classes[version] = list(record.classes) if record and \
-                record.classes else list(self.config.model.classes)
-        return self._version_classes[version]
 
     def _choose(self) -> list[_Pooled]:
         if self.cache.hlen(self.keys["outbox"]):

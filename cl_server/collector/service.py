@@ -297,7 +297,7 @@ class ServiceCollector:
         for item in new:
             record = records[item["request_id"]]
             version = int(record.get("version") or 0) or None
-            prediction = _text(record.get("prediction")) or self._predicted(record, version)
+            prediction = _text(record.get("prediction")) or self.predicted_class(record, version)
             samples.append(LabeledSample(
                 service=self.service, request_id=item["request_id"],
                 inputs=bytes(record["inputs"]), label=item["label"], prediction=prediction,
@@ -322,9 +322,10 @@ class ServiceCollector:
         result.labeled += len(new)
         return result
 
-    def _predicted(self, record: dict[Any, Any], version: int | None) -> str | None:
+    def predicted_class(self, record: dict[Any, Any], version: int | None) -> str | None:
         """What a proxied answer predicted (the proxy records the engine's outputs, not a
-        class): the argmax named by the answering version's classes."""
+        class): the argmax named by the answering version's classes (``record``: a served
+        record as :func:`~cl_server.collector.writer.find_records` returns it)."""
         outputs = record.get("outputs")
         if not outputs or version is None:
             return None
