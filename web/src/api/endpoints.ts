@@ -1,5 +1,6 @@
 import { request, withQuery } from "./client";
 import type {
+  AnnotationStatus,
   DataQueryCheck,
   Deployment,
   Job,
@@ -40,6 +41,7 @@ export const api = {
   versions: (name: string) => request<ModelVersion[]>(`${service(name)}/versions`),
   lineage: (name: string) => request<LineageNode[]>(`${service(name)}/lineage`),
   card: (name: string, v: number) => request<ModelCard>(`${version(name, v)}/card`),
+  annotations: (name: string) => request<AnnotationStatus>(`${service(name)}/annotations`),
 
   requestUpdate: (name: string, reason: string) =>
     request<UpdateRequested>(`${service(name)}/update`, {

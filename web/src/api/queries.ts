@@ -1,5 +1,6 @@
 import { useMutation, useQuery, useQueryClient } from "@tanstack/react-query";
 import { isFinished } from "../lib/jobs";
+import { ApiError } from "./client";
 import { api } from "./endpoints";
 import type { JobFilter } from "./types";
 
@@ -47,6 +48,17 @@ export const useVersions = (name: string) =>
     queryKey: ["service", name, "versions"],
     queryFn: () => api.versions(name),
     refetchInterval: SERVICE_POLL_MS,
+  });
+
+export const useAnnotations = (name: string) =>
+  useQuery({
+    queryKey: ["service", name, "annotations"],
+    queryFn: () => api.annotations(name),
+    // 409: the service has no annotator; asking again will not give it one.
+    refetchInterval: (query) =>
+      query.state.error instanceof ApiError && query.state.error.status === 409
+        ? false
+        : SERVICE_POLL_MS,
   });
 
 export const useLineage = (name: string) =>

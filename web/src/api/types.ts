@@ -248,3 +248,34 @@ export interface JobFilter {
   status?: string;
   limit?: number;
 }
+
+export interface AnnotationRejection {
+  task_id: string;
+  request_id: string;
+  label: string | null;
+  annotation_id: string;
+  reason: string;
+  at: string;
+}
+
+/** GET /api/services/{name}/annotations: the annotation loop (409 when there is none). */
+export interface AnnotationStatus {
+  backend: string;
+  project: string | null;
+  selection: string;
+  budget: { per_hour: number; per_day: number | null; available: number };
+  pool: number;
+  outbox: number;
+  tasks: number;
+  sent: number;
+  completed: number;
+  labeled: number;
+  duplicates: number;
+  skipped: number;
+  rejected: number;
+  unknown: number;
+  last_push_at: string | null;
+  last_pull_at: string | null;
+  last_error: string | null;
+  recent_rejections: AnnotationRejection[];
+}

@@ -22,6 +22,11 @@ function serviceRoutes(over: Routes = {}): Routes {
     "GET /api/services/digits/traffic": traffic,
     "GET /api/services/digits/versions": versions,
     "GET /api/jobs": [jobOf()],
+    "GET /api/services/digits/annotations": apiError(
+      409,
+      "service 'digits' has no annotation loop (annotator.kind is 'none')",
+      "no_annotator",
+    ),
     ...over,
   };
 }
@@ -135,5 +140,61 @@ describe("Service page", () => {
     expect(await screen.findByText("update job submitted")).toBeInTheDocument();
     expect(screen.getByRole("link", { name: "job j9" })).toHaveAttribute("href", "/jobs/j9");
     expect(requests.find((r) => r.method === "POST")?.body).toEqual({ reason: "new labels" });
+  });
+  it("shows no annotation panel for a service without an annotator", async () => {
+    await renderService("viewer");
+    expect(screen.queryByTestId("annotation-panel")).not.toBeInTheDocument();
+    expect(screen.queryByText("Annotation")).not.toBeInTheDocument();
+    expect(screen.queryByTestId("error-message")).not.toBeInTheDocument();
+  });
+
+  it("shows the annotation loop: budget, tasks, labels back and refused annotations", async () => {
+    await renderService("viewer", {
+      "GET /api/services/digits/annotations": {
+        backend: "label_studio",
+        project: "7",
+        selection: "least-confidence",
+        budget: { per_hour: 200, per_day: 2000, available: 150 },
+        pool: 812,
+        outbox: 3,
+        tasks: 50,
+        sent: 53,
+        completed: 41,
+        labeled: 39,
+        duplicates: 1,
+        skipped: 0,
+        rejected: 1,
+        unknown: 0,
+        last_push_at: new Date().toISOString(),
+        last_pull_at: null,
+        last_error: "Label Studio at http://ls:8080 is unreachable: ConnectionError",
+        recent_rejections: [
+          {
+            task_id: "88",
+            request_id: "req-9",
+            label: "7",
+            annotation_id: "120",
+            reason: "label '7' is not one of the service's classes",
+            at: "2026-12-06T10:00:00+00:00",
+          },
+        ],
+      },
+    });
+    const panel = await screen.findByTestId("annotation-panel");
+    expect(panel).toHaveTextContent("Label Studio (project 7) · selection least-confidence");
+    expect(screen.getByTestId("annotation-budget")).toHaveTextContent(
+      "150 left of 200 / h, 2,000 / day",
+    );
+    expect(screen.getByTestId("annotation-sent")).toHaveTextContent(
+      "53 samples · 50 tasks · 3 waiting to be delivered",
+    );
+    expect(screen.getByTestId("annotation-labeled")).toHaveTextContent(
+      "39 of 41 completed · 1 labeled before",
+    );
+    expect(screen.getByTestId("annotation-error")).toHaveTextContent("unreachable");
+    const rejections = screen.getByTestId("annotation-rejections");
+    expect(rejections).toHaveTextContent("Refused annotations (1)");
+    expect(rejections).toHaveTextContent("req-9");
+    expect(rejections).toHaveTextContent("not one of the service's classes");
   });
 });

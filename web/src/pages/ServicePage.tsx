@@ -1,5 +1,7 @@
 import { Link, useParams, useSearchParams } from "react-router";
+import { ApiError } from "../api/client";
 import {
+  useAnnotations,
   useJobs,
   useOverview,
   useTimeline,
@@ -15,6 +17,7 @@ import { TriggerUpdate } from "../components/actions/TriggerUpdate";
 import { JobsTable } from "../components/JobsTable";
 import { QueryError } from "../components/QueryError";
 import { AccuracyChart } from "../components/service/AccuracyChart";
+import { AnnotationPanel } from "../components/service/AnnotationPanel";
 import { RANGES, RangeSelector } from "../components/service/RangeSelector";
 import { TrafficSplit } from "../components/service/TrafficSplit";
 import { UpdateHistory } from "../components/service/UpdateHistory";
@@ -55,6 +58,9 @@ export function ServicePage() {
   const traffic = useTraffic(name);
   const versions = useVersions(name);
   const jobs = useJobs({ service: name, limit: 10 });
+  const annotations = useAnnotations(name);
+  // 409: the service has no annotator, so no panel (any other error is shown).
+  const noAnnotator = annotations.error instanceof ApiError && annotations.error.status === 409;
 
   const service = overview.data?.find((s) => s.name === name);
   const path = `/services/${encodeURIComponent(name)}`;
@@ -138,6 +144,14 @@ export function ServicePage() {
           {versions.data && <VersionsList service={name} versions={versions.data} />}
         </section>
       </div>
+
+      {(annotations.data || (annotations.error && !noAnnotator)) && (
+        <section className="panel">
+          <h2>Annotation</h2>
+          <QueryError error={noAnnotator ? null : annotations.error} />
+          {annotations.data && <AnnotationPanel status={annotations.data} />}
+        </section>
+      )}
 
       <section className="panel">
         <h2>Update history</h2>
