@@ -303,8 +303,10 @@ def test_slo_aware_governor_keeps_a_cpu_caused_latency_within_the_slo(one_thread
     assert summary["steps"] == paced_epochs * 57  # every step ran: 1797 samples / 32 a batch
     assert summary["paced_s"] > 0 and summary["breaches"] >= 1
     assert kept >= 0.9, f"paced training kept the SLO only {kept:.0%} of the time"
-    # it finishes, at a bounded cost per epoch
-    assert paced_s / paced_epochs < 4 * alone_s / alone_epochs
+    # It finishes, at a bounded cost per epoch: the SLO (2x idle) allows a duty of about 0.5,
+    # which AIMD holds between about 0.25 and 0.5 (2-4x the time, plus the first halvings);
+    # held at min_duty it would take 20x.
+    assert paced_s / paced_epochs < 6 * alone_s / alone_epochs
 
 
 def test_pauses_and_pacing_leave_the_trained_weights_bit_identical(one_thread: None) -> None:
