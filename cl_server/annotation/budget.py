@@ -88,3 +88,9 @@ class LabelingBudget:
     def sent(self, request_id: str) -> bool:
         """Whether ``request_id`` was sent in the last day."""
         return self.cache.zscore(self.key, request_id) is not None
+
+    def sent_many(self, request_ids: Sequence[str]) -> list[bool]:
+        """:meth:`sent` for each of ``request_ids``, in one round trip."""
+        if not request_ids:
+            return []
+        return [score is not None for score in self.cache.zmscore(self.key, list(request_ids))]

@@ -287,11 +287,13 @@ class AnnotationSync:
         ids = list(self.pool)
         labeled = self.cache.smismember(self.stream_keys["labeled_ids"], ids)
         tasked = self.cache.hmget(self.keys["tasks"], ids)
-        eligible = [self.pool[rid] for rid, done, task in zip(ids, labeled, tasked, strict=True)
-                    if not done and task is None and not self.budget.sent(rid)]
-        for rid, done, task in zip(ids, labeled, tasked, strict=True):
+        sent = self.budget.sent_many(ids)
+        eligible = []
+        for rid, done, task, paid in zip(ids, labeled, tasked, sent, strict=True):
             if done or task is not None:
-                self.pool.pop(rid, None)
+                self.pool.pop(rid)  # labeled elsewhere, or a task already: not a candidate
+            elif not paid:
+                eligible.append(self.pool[rid])
         selector = make_selector(self.settings.selection, drift_window=self._drift_window())
         by_id = {p.candidate.request_id: p for p in eligible}
         chosen = selector.select([p.candidate for p in eligible], available)
