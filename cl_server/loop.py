@@ -44,6 +44,7 @@ from cl_server.collector import kserve
 from cl_server.collector.service import ServiceCollector, keys
 from cl_server.config import ServiceConfig
 from cl_server.drift import DriftMonitor
+from cl_server.drift.text import text_descriptors
 from cl_server.queue import JobConflict, JobQueue
 from cl_server.store import Store
 from cl_server.store.entities import TERMINAL_JOB_STATES
@@ -266,7 +267,8 @@ def _adapted(job: Any) -> bool:
 
 def _rows(packed: bytes | None, sample_shape: tuple[int, ...]) -> np.ndarray | None:
     """The input rows of a served record as ``[n, features]``: a record from the ingest API
-    holds one sample (the model input's shape), one from the proxy a batch."""
+    holds one sample (the model input's shape), one from the proxy a batch; texts become rows
+    of their descriptors."""
     if not packed:
         return None
     try:
@@ -276,8 +278,8 @@ def _rows(packed: bytes | None, sample_shape: tuple[int, ...]) -> np.ndarray | N
     if not tensors:
         return None
     array = np.asarray(next(iter(tensors.values())))
-    if array.dtype == object:
-        return None  # texts: drift on text inputs needs their embeddings
+    if array.dtype == object:  # texts: their surface descriptors (cl_server.drift.text)
+        return text_descriptors(array.reshape(-1))
     if array.shape == sample_shape or array.ndim == 0:
         return array.astype(np.float64).reshape(1, -1)
     return array.astype(np.float64).reshape(array.shape[0], -1)

@@ -159,12 +159,19 @@ def verify_query(store: Store, query: DataQuery) -> bool:
     return len(samples) == query.sample_count and digest([s.id for s in samples]) == query.digest
 
 
-def to_tensor(samples: Sequence[LabeledSample], spec: InputSpec) -> torch.Tensor:
-    """The samples' inputs as one float tensor ``[N, *spec.shape]``.
+def to_tensor(samples: Sequence[LabeledSample], spec: InputSpec,
+              cache: redis.Redis | None = None) -> torch.Tensor:
+    """The samples' inputs as one float tensor ``[N, *spec.shape]``; for a text input, their
+    sentence embeddings ``[N, 384]`` (:func:`cl_server.envelope.embeddings.embed_texts`, cached
+    in ``cache``).
 
     A stored input is a packed tensor (:func:`cl_server.collector.kserve.pack`); requests the
     proxy collected carry a batch axis of 1, which is dropped. Other sizes are an error naming
     the request."""
+    if spec.kind == "text" or spec.dtype == "bytes":
+        from cl_server.envelope.embeddings import embed_texts
+
+        return embed_texts([_text_of(sample) for sample in samples], cache)
     shape = tuple(spec.shape)
     rows = []
     for sample in samples:
@@ -183,3 +190,16 @@ def to_tensor(samples: Sequence[LabeledSample], spec: InputSpec) -> torch.Tensor
     if not rows:
         return torch.zeros((0, *[max(d, 1) for d in shape]))
     return torch.from_numpy(np.stack(rows))
+
+
+def _text_of(sample: LabeledSample) -> str:
+    """The one text a stored text request holds."""
+    tensors = kserve.unpack(sample.inputs)
+    if not tensors:
+        raise ValueError(f"request {sample.request_id}: no input tensor stored")
+    values = np.asarray(next(iter(tensors.values()))).reshape(-1)
+    if values.size != 1:
+        raise ValueError(f"request {sample.request_id}: {values.size} texts stored, a labeled "
+                         f"sample holds one")
+    value = values[0]
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)

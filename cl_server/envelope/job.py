@@ -141,15 +141,17 @@ def cl_update(ctx: JobContext, params: CLUpdateParams) -> dict[str, JsonValue]:
         ctx.log(f"nothing to train: {reason}", "WARNING")
         return {"version": None, "outcome": "skipped", "reason": reason}
     spec = config.model.input
-    training = Training(to_tensor(data.new, spec), [s.label for s in data.new],
-                        to_tensor(data.history, spec), [s.label for s in data.history])
+    training = Training(to_tensor(data.new, spec, ctx.cache), [s.label for s in data.new],
+                        to_tensor(data.history, spec, ctx.cache),
+                        [s.label for s in data.history])
     scenario, reason = _scenario(config, params, champion, data, store, service.name)
     ctx.log(f"scenario {scenario}: {reason}")
 
     present = set(training.history_labels) | set(training.new_labels)
     classes_seen = [c for c in config.model.classes if c in present]  # in the config's order
-    recent = Holdout(to_tensor(data.recent, spec), [s.label for s in data.recent])
-    historical = Holdout(to_tensor(data.historical, spec), [s.label for s in data.historical])
+    recent = Holdout(to_tensor(data.recent, spec, ctx.cache), [s.label for s in data.recent])
+    historical = Holdout(to_tensor(data.historical, spec, ctx.cache),
+                         [s.label for s in data.historical])
     strategies = [config.cl.strategy, *config.cl.challengers]
     contenders = []
     for strategy in strategies:  # several challengers compete on the same data and holdouts

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from cl_server.config.schema import ServiceConfig
+from cl_server.envelope.embeddings import network_input_shape
 from model_factory.proactive import History, proactive_step_batches
 from model_factory.rehearsal import make_buffer
 from model_factory.rehearsal.mixing import mixed_batches
@@ -66,7 +67,7 @@ def starting_model(config: ServiceConfig, champion: Classifier | None, scenario:
     if continues_from_champion(config, champion, scenario):
         assert champion is not None
         return Classifier.from_state(champion.state(include_optimizer=True))
-    return Classifier(config.model.template, tuple(config.model.input.shape), classes_seen,
+    return Classifier(config.model.template, network_input_shape(config.model), classes_seen,
                       params=dict(config.model.template_params), seed=seed,
                       learning_rate=config.cl.learning_rate)
 

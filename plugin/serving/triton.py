@@ -68,7 +68,7 @@ class TritonAdapter(ServingAdapter):
         spec = self.model.input
         config: dict[str, Any] = {
             "name": self.model_name, "backend": "python", "max_batch_size": MAX_BATCH,
-            "input": [{"name": spec.name, "data_type": f"TYPE_{_triton_type(spec.dtype)}",
+            "input": [{"name": spec.name, "data_type": _config_type(spec.dtype),
                        "dims": list(spec.shape)}],
             "output": [{"name": self.model.output_name, "data_type": "TYPE_FP32",
                         "dims": [-1]}],
@@ -191,4 +191,11 @@ class TritonAdapter(ServingAdapter):
 
 
 def _triton_type(dtype: str) -> str:
+    """The V2 protocol's datatype of an input dtype (``BYTES`` for texts)."""
     return TRITON_DTYPES[dtype]
+
+
+def _config_type(dtype: str) -> str:
+    """The model config's data type: ``TYPE_<datatype>``, except that strings are
+    ``TYPE_STRING`` there (the config has no ``TYPE_BYTES``)."""
+    return "TYPE_STRING" if dtype == "bytes" else f"TYPE_{_triton_type(dtype)}"

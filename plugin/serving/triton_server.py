@@ -8,7 +8,13 @@ explicit model control (nothing loads until an adapter asks), on loopback, with 
 on ``PATH`` so that the stub finds torch and modelci-e.
 
 ``nvidia-pytriton`` declares ``numpy<2``; the project installs it with ``--no-deps`` (see
-``./run``) because only the binary is used, never pytriton's Python API.
+``./run``) because only the binary is used, never pytriton's Python API. Its python-backend stub
+was built against NumPy 1.x, though: under NumPy 2 ``as_numpy()`` returns garbage (a BYTES
+tensor arrives as its first byte repeated), so only DLPack would cross, and DLPack cannot carry
+strings. ``./run`` therefore installs NumPy 1.26 into ``<venv>/triton-stub-site``
+(:func:`stub_site`); the server passes that directory to the stub in
+:data:`STUB_SITE_ENV`, and the served ``model.py`` puts it first on ``sys.path`` before
+anything imports NumPy. Text models (BYTES inputs) need it.
 
 Example (not run as a doctest: it starts a server)::
 
@@ -41,6 +47,16 @@ def pytriton_root() -> Path:
             "tritonserver is not installed: `pip install --no-deps nvidia-pytriton==0.7.0` "
             "(./run does this)")
     return Path(next(iter(spec.submodule_search_locations)))
+
+
+STUB_SITE_ENV = "MODELCI_TRITON_STUB_SITE"
+"""The environment variable naming the stub's NumPy 1.x directory (read by ``triton_model.py``)."""
+
+
+def stub_site() -> Path | None:
+    """``<venv>/triton-stub-site`` (NumPy 1.x for the python-backend stub) if installed."""
+    path = Path(sys.prefix) / "triton-stub-site"
+    return path if (path / "numpy").is_dir() else None
 
 
 def prepare_server_dir(target: Path) -> Path:
@@ -115,6 +131,11 @@ class TritonServer:
         env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
         env.setdefault("OMP_NUM_THREADS", "1")
         env["PYTHONDONTWRITEBYTECODE"] = "1"  # see TritonAdapter._write: no writes in versions
+        site = stub_site()
+        if site is not None:
+            env[STUB_SITE_ENV] = str(site)
+        else:
+            env.pop(STUB_SITE_ENV, None)
         argv = [str(binary), f"--model-repository={self.repository}",
                 "--model-control-mode=explicit",
                 f"--backend-directory={binary.parent.parent / 'backends'}",
