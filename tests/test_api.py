@@ -13,6 +13,7 @@ from flask.testing import FlaskClient
 from cl_server.api import create_app
 from cl_server.auth import ensure_admin, hash_token
 from cl_server.config import parse_config
+from cl_server.envelope.job import service_config
 from cl_server.store import ModelVersion, MongoStore
 
 CONFIG = parse_config("""
@@ -247,6 +248,11 @@ annotator: {kind: label_studio, url: "http://ls:8080", token: "secret-token-valu
     stored = store.get_service("ls")
     assert "secret-token-value-123" not in str(stored.model_dump())
     assert stored.config["annotator"]["url"] == "http://ls:8080"
+    # What a job does with the record: the whole config again (the token masked).
+    again = service_config(stored)
+    assert again.annotator.kind == "label_studio"
+    assert again.annotator.token is not None
+    assert again.annotator.token.get_secret_value() != "secret-token-value-123"
 
 
 def test_a_whole_json_number_is_an_integer(client: FlaskClient, tokens: dict[str, str]) -> None:
