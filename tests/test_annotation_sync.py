@@ -103,6 +103,20 @@ def test_the_budget_goes_to_the_least_sure_answers_with_their_pre_annotations(
     assert setup.sync.status()["budget"]["available"] == 0
 
 
+def test_no_more_tasks_than_max_open_tasks_wait_for_an_annotation(setup: Setup,
+                                                                 store: MongoStore) -> None:
+    config = parse_config(config_text(f"open {uuid.uuid4().hex[:8]}", budget=20,
+                                      extra=", max_open_tasks: 3"), env={})
+    sync = AnnotationSync(config, setup.backend, setup.collector, store, setup.cache)
+    assert sorted(sync.push().sent) == ["r17", "r18", "r19"]  # the budget allows 20
+    assert sync.push().sent == []  # three tasks open: no place left
+    project = sync.project()
+    task = setup.backend.open_tasks(project)[0]
+    setup.backend.annotate(project, task.task_id, setup.truth[task.request_id])
+    assert sync.push().sent == ["r16"]  # one place freed: the least sure of the pool
+    assert sync.status()["budget"]["available"] == 16
+
+
 def test_lost_state_creates_no_duplicate_task(setup: Setup) -> None:
     sent = setup.sync.push().sent
     # The cache forgets what was sent and which tasks exist (a flushed or replaced Redis):

@@ -7,7 +7,8 @@ Every ``annotator.sync_every_s`` seconds (and at once when Label Studio's webhoo
    (the newest ``annotator.pool_size``; shadow answers and batches of several samples left
    out). The selector (``annotator.selection``, :mod:`.selection`) ranks the pool with the
    champion's answers, the labeling budget (:class:`.budget.LabelingBudget`) grants what it
-   allows, and the granted samples become tasks: what an annotator sees (:mod:`.render`),
+   allows (and, with ``annotator.max_open_tasks``, what the places left among the open tasks
+   allow), and the granted samples become tasks: what an annotator sees (:mod:`.render`),
    the request id, and the champion's answer as a pre-annotation. They wait in the
    *outbox* (the cache) until the backend has them: a backend that cannot be reached leaves
    them there, and the next round delivers them first; no new sample is selected while the
@@ -204,7 +205,7 @@ class AnnotationSync:
                 waiting = self._outbox()
                 if waiting:
                     report.already_there += self._deliver(project, waiting)
-                chosen = self._choose()
+                chosen = self._choose(project)
                 report.selected = len(chosen)
                 granted = set(self.budget.spend([c.candidate.request_id for c in chosen]))
                 tasks = [self._task(p) for p in chosen if p.candidate.request_id in granted]
@@ -278,10 +279,14 @@ class AnnotationSync:
                                  int(fields.get(b"ts_ms", b"0") or 0), predicted),
                        bytes(fields[b"inputs"]), version)
 
-    def _choose(self) -> list[_Pooled]:
+    def _choose(self, project: str) -> list[_Pooled]:
         if self.cache.hlen(self.keys["outbox"]):
             return []  # deliver what waits before choosing more
         available = self.budget.available()
+        cap = self.settings.max_open_tasks
+        if cap is not None and available > 0 and self.pool:
+            # Asked of the backend, not counted here: a task a person deleted frees its place.
+            available = min(available, cap - len(self.backend.open_tasks(project, cap)))
         if available <= 0 or not self.pool:
             return []
         ids = list(self.pool)

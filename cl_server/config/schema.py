@@ -449,6 +449,12 @@ class AnnotatorConfig(Section):
                                 "Label Studio pulls at once.")
     pool_size: int = Field(5000, ge=1, le=100_000, description="Unlabeled served samples the "
                            "selection chooses from at most (the newest kept).")
+    max_open_tasks: int | None = Field(None, ge=1, description="Tasks waiting for an "
+                                       "annotation at most: while this many are open, no "
+                                       "more are sent, and the selection chooses from a "
+                                       "fuller pool when annotators free a place (annotators "
+                                       "slower than the traffic get the most informative "
+                                       "samples, not a growing backlog); empty: no limit.")
     accept_new_classes: bool = Field(False, description="An annotation naming a class the "
                                      "service does not have: false: rejected and reported; "
                                      "true: the class is added to the service (and to the "
