@@ -208,6 +208,12 @@ class ServerRuntime:
             on_new_classes=lambda classes: add_classes(classes, store=store, server=server,
                                                        loop=loop))
 
+    @property
+    def annotation(self) -> AnnotationSync | None:
+        """The running service's annotation loop (None before :meth:`start`, or with no
+        annotator)."""
+        return self._annotation
+
     def serve_forever(self) -> None:
         """Serve HTTP until KeyboardInterrupt or SystemExit (the CLI maps SIGTERM to it)."""
         assert self._server is not None

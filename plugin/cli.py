@@ -182,14 +182,20 @@ def start(config_file: Path, data_dir: Path | None, host: str | None, port: int 
                    "chromium: the test extras).")
 @click.option("--service", type=click.Choice(["image"]), default="image", show_default=True,
               help="The demo service.")
+@click.option("--annotator", type=click.Choice(["auto", "label-studio", "simulated"]),
+              default="auto", show_default=True,
+              help="Where the annotation tasks go: a Label Studio the demo starts, or tasks "
+                   "in the cache (simulated); auto: Label Studio when it is installed. A "
+                   "simulated annotator answers them either way.")
 @click.option("--no-traffic", is_flag=True,
               help="Only run the server on the embedded defaults (no demo traffic).")
 def demo(data_dir: Path | None, host: str | None, port: int | None, exit_after: bool,
          quick: bool, phase_requests: tuple[int, int, int] | None, rate: float, seed: int,
-         screenshots: Path | None, service: str, no_traffic: bool) -> None:
+         screenshots: Path | None, service: str, annotator: str, no_traffic: bool) -> None:
     """A drifting image service on a real Triton, updated live: embedded Redis, store,
     tritonserver, CL server, a worker and the dashboard; traffic through the proxy in three
-    phases (stationary, new classes, rotated digits); a summary at the end."""
+    phases (stationary, new classes, rotated digits), labeled through the annotation loop
+    (Label Studio if installed); a summary at the end."""
     config = _load_or_exit(demo_config_path())
     if no_traffic:
         _run_server(config, data_dir, host, port, None, "modelci-e demo (embedded defaults)")
@@ -198,10 +204,16 @@ def demo(data_dir: Path | None, host: str | None, port: int | None, exit_after: 
 
     if screenshots is not None:
         _screenshots_possible()
+    if annotator == "label-studio":
+        from cl_server.embedded.label_studio import INSTALL_HINT, label_studio_installed
+
+        if not label_studio_installed():
+            _fail(f"--annotator label-studio: Label Studio is not installed: {INSTALL_HINT}")
     settings = DemoSettings(
         data_dir=data_dir or DemoSettings.data_dir, host=host or DemoSettings.host,
         port=DemoSettings.port if port is None else port, rate=rate, quick=quick,
-        requests=phase_requests, seed=seed, exit=exit_after, screenshots=screenshots)
+        requests=phase_requests, seed=seed, exit=exit_after, screenshots=screenshots,
+        annotator=annotator)
 
     def banner(started: Any) -> None:
         lines = [f"service     [bold]{config.name}[/] (LeNet-5 on MNIST digits)",

@@ -1,8 +1,12 @@
-"""``modelci-e demo --exit --quick`` end to end: the embedded Redis and store, a real
-tritonserver, the CL server, an RQ worker and the proxy; tritonclient traffic in three phases
-(stationary, new classes, rotated digits); the demo's report checked against what it claims.
+"""``modelci-e demo --exit --quick --annotator simulated`` end to end: the embedded Redis and
+store, a real tritonserver, the CL server with its annotation loop, an RQ worker and the proxy;
+tritonclient traffic in three phases (stationary, new classes, rotated digits), labeled through
+the annotation loop (tasks in the cache, the simulated annotator); the demo's report checked
+against what it claims.
 
 The run takes about four minutes on two cores; one run serves every assertion (module fixture).
+The demo's annotation wiring is also run against the session's real Label Studio, on served
+records without the rest of the demo.
 """
 
 from __future__ import annotations
@@ -11,15 +15,32 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
+import numpy as np
 import psutil
 import pytest
+import redis
+import requests
 
+from cl_server.annotation.factory import make_backend
+from cl_server.auth import issue_token
+from cl_server.config import load_config
+from cl_server.deploy import ENV_DATA_DIR
+from cl_server.embedded import LabelStudioEndpoint
+from cl_server.runtime import ServerRuntime
+from cl_server.store import MongoStore, User
 from model_factory.scenarios.datasets import mnist_5k
+from plugin.cli import demo_config_path
+from plugin.demo.annotation import (DemoAnnotation, labels_back, resolve_annotator,
+                                    with_annotator)
 from plugin.demo.data import image_demo
 from plugin.demo.report import _lineage_check, _recovered
 from plugin.demo.run import MARKER, QUICK_REQUESTS, _fresh_data_dir
@@ -46,7 +67,8 @@ def demo_run(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     with out.open("w") as stdout, err.open("w") as stderr:
         done = subprocess.run(
             [sys.executable, "-m", "plugin.cli", "demo", "--exit", "--quick", "--port", "0",
-             "--data-dir", str(data_dir), "--screenshots", str(shots)],
+             "--annotator", "simulated", "--data-dir", str(data_dir),
+             "--screenshots", str(shots)],
             cwd=root, env=env, stdout=stdout, stderr=stderr, timeout=900, check=False)
     report_file = data_dir / "demo.json"
     report = json.loads(report_file.read_text()) if report_file.exists() else {}
@@ -57,6 +79,7 @@ def test_demo_exits_cleanly_after_its_summary(demo_run: DemoRun) -> None:
     assert demo_run.code == 0, demo_run.stderr[-5000:]
     assert "prequential accuracy per phase" in demo_run.stderr
     assert "Versions: each one's job and how it served" in demo_run.stderr
+    assert "Annotation: the answers selected for labeling and the labels back" in demo_run.stderr
     assert demo_run.stdout.startswith("MODELCI_URL=http://127.0.0.1:")
     for pid_file in (demo_run.data_dir / "run").glob("*.pid"):
         record = json.loads(pid_file.read_text())
@@ -64,12 +87,18 @@ def test_demo_exits_cleanly_after_its_summary(demo_run: DemoRun) -> None:
             psutil.Process(record["pid"]).status() == psutil.STATUS_ZOMBIE, pid_file.stem
 
 
-def test_every_request_was_answered_and_labeled(demo_run: DemoRun) -> None:
-    requests = demo_run.report["requests"]
-    assert requests["sent"] == sum(QUICK_REQUESTS)
-    assert requests["answered"] == requests["sent"] and requests["errors"] == 0
-    assert requests["labels_accepted"] == requests["sent"]
-    assert requests["labels_unmatched"] == 0
+def test_every_request_was_answered_and_labeled_through_the_annotation_loop(
+        demo_run: DemoRun) -> None:
+    sent = demo_run.report["requests"]
+    assert sent["sent"] == sum(QUICK_REQUESTS)
+    assert sent["answered"] == sent["sent"] and sent["errors"] == 0
+    # The simulated annotator keeps pace with the traffic: every answer became a task, was
+    # answered, and its label came back through the loop.
+    annotation = demo_run.report["annotation"]
+    assert annotation["backend"] == "local" and annotation["selection"] == "least-confidence"
+    assert annotation["tasks_sent"] == annotation["answered"] == sent["sent"], annotation
+    assert annotation["labels_back"] == sent["labels_accepted"] == sent["sent"], annotation
+    assert sent["labels_unmatched"] == 0 and annotation["last_error"] is None
 
 
 def test_drift_is_detected_in_both_drifting_phases(demo_run: DemoRun) -> None:
@@ -126,6 +155,75 @@ def test_dashboard_screenshots_of_the_demo(demo_run: DemoRun) -> None:
     for name in ("overview", "service", "lineage"):
         shot = demo_run.shots / f"demo-{name}.png"
         assert shot.is_file() and shot.stat().st_size > 20_000, shot
+
+
+# ------------------------------------------------------------ the annotation wiring, Label Studio
+
+
+def test_auto_picks_label_studio_when_it_is_installed() -> None:
+    # ./run test installs it (the label_studio fixture fails without it).
+    assert resolve_annotator("auto") == "label-studio"
+    with mock.patch("plugin.demo.annotation.label_studio_installed", return_value=False):
+        assert resolve_annotator("auto") == "simulated"
+        assert resolve_annotator("label-studio") == "label-studio"
+    with pytest.raises(ValueError, match="auto, label-studio, simulated"):
+        resolve_annotator("people")
+
+
+def test_the_demo_labels_its_answers_through_label_studio(
+        label_studio: LabelStudioEndpoint, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The demo's wiring with Label Studio, without Triton and traffic: the demo's config with
+    Label Studio as its annotator, the server's annotation loop, the demo's annotator."""
+    config = with_annotator(load_config(demo_config_path()), label_studio)
+    config = config.model_copy(update={"annotator": config.annotator.model_copy(
+        update={"project": f"demo {uuid.uuid4().hex[:8]}"})})
+    assert config.annotator.max_open_tasks is not None
+    served = config.annotator.max_open_tasks + 20  # more than may be open at once
+    monkeypatch.setenv(ENV_DATA_DIR, str(tmp_path))
+    runtime = ServerRuntime(config, data_dir=tmp_path, port=0, workers=0, engine=False)
+    started = runtime.start()
+    threading.Thread(target=runtime.serve_forever, daemon=True).start()
+    cache = redis.Redis.from_url(started.cache_url)
+    store = MongoStore(started.store_uri, config.store.database)
+    api = requests.Session()
+    annotation = None
+    try:
+        assert runtime.annotation is not None
+        backend = make_backend(config, cache)
+        assert backend is not None and backend.name == "label_studio"
+        annotation = DemoAnnotation(runtime.annotation, backend, delay_s=0.2)
+        rng = np.random.default_rng(0)
+        records = []
+        for n in range(served):
+            request_id = f"p1-{n}"
+            annotation.truth[request_id] = str(n % 10)  # known before the request is served
+            confidences = rng.dirichlet(np.ones(10)).tolist()
+            records.append({"request_id": request_id, "model_version": 1,
+                            "inputs": rng.random((1, 28, 28)).tolist(),
+                            "confidences": confidences})
+        store.add_user(User(name="client", role="engineer"))
+        _, token = issue_token(store, "client", "test")
+        api.headers["Authorization"] = f"Bearer {token}"
+        answer = api.post(f"{started.url}/api/services/{config.name}/records",
+                          json={"records": records}, timeout=30)
+        assert answer.status_code == 200, answer.text
+        annotation.start(timeout_s=30)
+        started_at = time.monotonic()
+        annotation.finish(timeout_s=90)  # every task answered and pulled, or 90 s
+        assert time.monotonic() - started_at < 90
+        status = annotation.status()
+        assert status["backend"] == "label_studio" and status["last_error"] is None, status
+        assert (status["sent"], status["labeled"], status["rejected"]) == (served, served, 0)
+        got = labels_back(store, config.name)
+        assert sorted((rid, label) for _, rid, label in got) == sorted(annotation.truth.items())
+    finally:
+        if annotation is not None:
+            annotation.stop()
+        api.close()
+        store.close()
+        cache.close()
+        runtime.stop()
 
 
 # --------------------------------------------------------------------------- pieces, no servers
@@ -190,3 +288,13 @@ def test_bad_demo_options_are_named_before_anything_starts(tmp_path: Path) -> No
                               text=True, timeout=60, check=False)
         assert done.returncode == 2 and named in done.stderr, done.stderr
         assert "Traceback" not in done.stderr and not (tmp_path / "d").exists()
+
+
+def test_label_studio_asked_for_but_not_installed_is_said_before_anything_starts(
+        tmp_path: Path) -> None:
+    env = {**os.environ, "MODELCI_LABEL_STUDIO": str(tmp_path / "no-label-studio")}
+    done = subprocess.run([sys.executable, "-m", "plugin.cli", "demo", "--exit",
+                           "--annotator", "label-studio", "--data-dir", str(tmp_path / "d")],
+                          capture_output=True, text=True, timeout=60, check=False, env=env)
+    assert done.returncode == 1 and "Label Studio is not installed" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "d").exists()

@@ -66,6 +66,8 @@ class SimulatedAnnotator:
         now = self.clock()
         answered = 0
         for task in self.backend.open_tasks(self.project, self.batch):
+            if self._stop.is_set():
+                break  # stopped: not one more answer
             first = self._seen.setdefault(task.task_id, now)
             if now - first < self.delay_s:
                 continue

@@ -95,6 +95,24 @@ def find_label_studio() -> str | None:
     return shutil.which("label-studio")
 
 
+def _is_executable(path: str) -> bool:
+    return Path(path).is_file() and os.access(path, os.X_OK)
+
+
+def label_studio_installed() -> bool:
+    """Whether :func:`find_label_studio` names an executable file (what the demo's ``auto``
+    annotator asks).
+
+    Example:
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {"MODELCI_LABEL_STUDIO": "/nonexistent/ls"}):
+        ...     label_studio_installed()
+        False
+    """
+    executable = find_label_studio()
+    return executable is not None and _is_executable(executable)
+
+
 def _free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
@@ -139,7 +157,7 @@ class LabelStudioServer:
         executable = executable or find_label_studio()
         if executable is None:
             raise EmbeddedServiceError(f"label-studio is not installed: {INSTALL_HINT}")
-        if not (Path(executable).is_file() and os.access(executable, os.X_OK)):
+        if not _is_executable(executable):
             raise EmbeddedServiceError(f"{executable} is not an executable file: {INSTALL_HINT}")
         self.data_dir = Path(data_dir).resolve()
         self.executable = executable

@@ -1,19 +1,22 @@
 """The demo's figures: per phase and per update, beside a no-update baseline and a full retrain.
 
 Every figure comes from the client's own answers (each scored before its label reached the
-server: prequential accuracy) and the store's records (jobs, versions, deployments, drift
-alarms):
+server: prequential accuracy), the store's records (jobs, versions, deployments, drift
+alarms, the labels the annotation loop pulled back) and the annotation loop's counters:
 
 - **no-update baseline**: the first model (version 1), asked the same requests offline;
 - **full-retrain reference**: for each deployed update, a model of the same template trained
-  from scratch (``REFERENCE_EPOCHS`` epochs) on every label the server had accepted when the
-  update's job started, plus the first model's data; asked offline the requests that update
-  answered. Before a phase's first update the reference is the model serving then.
+  from scratch (``REFERENCE_EPOCHS`` epochs) on every label the service had taken from its
+  annotators when the update's job started, plus the first model's data; asked offline the
+  requests that update answered. Before a phase's first update the reference is the model
+  serving then.
 - **before**: the accuracy over the last ``2 * window`` answers of the phase before;
 - **time to update**: from a phase's onset to the first deployment of a job started in it;
   **recovered**: from the onset until a sliding window of ``window`` answers is back within 2
   points of the accuracy before (the first phase has no onset);
-- **bytes deployed**: the artifacts sent to the engine for the phase's deployments.
+- **bytes deployed**: the artifacts sent to the engine for the phase's deployments;
+- **annotation** (:func:`annotation_table`): where the tasks went, how many were sent, how many
+  labels came back.
 
 Example (not a doctest: it needs a finished demo run)::
 
@@ -49,7 +52,7 @@ class RunRecord:
     config: ServiceConfig
     data: DemoData
     answers: list[Answer]
-    accepted: list[tuple[float, str, str]]   # labels the server took: (time, request id, label)
+    accepted: list[tuple[float, str, str]]   # labels pulled back: (time, request id, label)
     onsets: list[float]                      # time.time() at the start of each phase
     end: float
     store: Store
@@ -82,7 +85,7 @@ def _inputs(record: RunRecord, answers: Sequence[Answer]) -> np.ndarray:
 
 
 def _reference(record: RunRecord, cutoff: float) -> Classifier:
-    """From scratch on the first model's data and every label accepted before ``cutoff``."""
+    """From scratch on the first model's data and every label pulled back before ``cutoff``."""
     phases = record.data.phases
     xs, ys = [record.data.initial_x], list(record.data.initial_y)
     rows = []
@@ -332,6 +335,29 @@ def updates_table(report: dict[str, Any]) -> Table:
                       _pct(update["accuracy"]), _pct(update["full_retrain_reference"]),
                       _pct(update["no_update_baseline"]),
                       "complete" if check["complete"] else "lacks " + ", ".join(check["missing"]))
+    return table
+
+
+BACKENDS = {"label_studio": "Label Studio", "local": "simulated (tasks in the cache)"}
+
+
+def annotation_table(report: dict[str, Any]) -> Table:
+    """The annotation loop over the run: where the tasks went, what was sent and came back."""
+    table = Table(title="Annotation: the answers selected for labeling and the labels back",
+                  title_justify="left")
+    for column in ("annotator", "selection", "answers", "tasks sent", "labels back",
+                   "rejected", "not answered"):
+        table.add_column(column, justify="left" if column in ("annotator", "selection")
+                         else "right")
+    annotation = report["annotation"]
+    where = BACKENDS.get(annotation["backend"], annotation["backend"])
+    if annotation.get("url"):
+        where += f" at {annotation['url']}"
+    cap = annotation["max_open_tasks"]
+    table.add_row(where, annotation["selection"] + (f", at most {cap} open" if cap else ""),
+                  str(report["requests"]["answered"]), str(annotation["tasks_sent"]),
+                  str(annotation["labels_back"]), str(annotation["rejected"]),
+                  str(annotation["tasks_sent"] - annotation["answered"]))
     return table
 
 

@@ -1,14 +1,17 @@
 """``modelci-e demo``: a drifting image service on a real Triton, kept fresh live.
 
 What runs (all real, all local): the embedded redis-server and MongoDB-protocol store, an
-embedded ``tritonserver``, the CL server with its dashboard and CL loop, one RQ worker process,
-and the request-collecting proxy in front of Triton. Then:
+embedded ``tritonserver``, the CL server with its dashboard, CL loop and annotation loop, one RQ
+worker process, the request-collecting proxy in front of Triton, and Label Studio when it is
+installed (``--annotator``, :mod:`plugin.demo.annotation`). Then:
 
 1. the first model (LeNet-5) learns digits 0-4 from labeled images sent to the ingest endpoint,
    through a manual update job that deploys it on Triton;
 2. the traffic generator sends requests through the proxy with ``tritonclient``, phase after
-   phase (:mod:`plugin.demo.data`: stationary, new classes, rotated digits), and a simulated
-   annotator labels each answer a little later through the labels endpoint;
+   phase (:mod:`plugin.demo.data`: stationary, new classes, rotated digits); the server's
+   annotation loop selects the answers to label (least confidence, within a budget and a cap
+   on open tasks) and sends them as tasks to Label Studio (or to tasks in the cache), where a
+   simulated annotator answers them with the true digits; the loop pulls the labels back;
 3. the CL loop detects the drift and starts update jobs; each challenger is validated against
    the champion, and deployed on Triton only if every gate passes;
 4. a live view in the terminal shows the phase, the accuracy, the serving version and the
@@ -29,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import secrets
 import shutil
 import threading
 import time
@@ -39,29 +43,37 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import redis
 from rich.console import Console, Group
 from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from cl_server.annotation.factory import make_backend
+from cl_server.annotation.sync import AnnotationSync
 from cl_server.auth import issue_token
 from cl_server.config import ServiceConfig
-from cl_server.embedded import read_endpoints
+from cl_server.embedded import LabelStudioServer, read_endpoints
+from cl_server.embedded.label_studio import DEFAULT_USERNAME
 from cl_server.runtime import ServerRuntime, Started
 from cl_server.store import MongoStore, User
+from plugin.demo.annotation import DemoAnnotation, labels_back, resolve_annotator, with_annotator
 from plugin.demo.data import DemoData, image_demo
 from plugin.demo.report import (
     RunRecord,
+    annotation_table,
     build_report,
     job_summary,
     summary_table,
     updates_table,
 )
-from plugin.demo.traffic import Answer, Api, SimulatedAnnotator, TrafficGenerator
+from plugin.demo.traffic import Answer, Api, TrafficGenerator
 
 QUIET_ALARMS_S = 30.0
 """A detector's alarms are shown once per stretch without a 30 s pause (it alarms each round)."""
+DRAIN_S = 30.0
+"""Seconds the last tasks get to be answered and pulled after the traffic."""
 FULL_REQUESTS = (350, 1800, 2250)
 QUICK_REQUESTS = (300, 1350, 1350)
 
@@ -71,13 +83,14 @@ class DemoSettings:
     """How long and how fast the demo runs, and where.
 
     ``quick`` shortens the phases (the test suite's run); ``requests`` overrides both.
+    ``annotator``: ``auto``, ``label-studio`` or ``simulated`` (:mod:`plugin.demo.annotation`).
     """
 
     data_dir: Path = Path(".modelci/demo")
     host: str = "127.0.0.1"
     port: int = 8080
     rate: float = 15.0                  # requests per second
-    label_delay_s: float = 2.0          # seconds from an answer to its label
+    label_delay_s: float = 2.0          # seconds from a task's first sight to its answer
     initial_per_class: int = 250        # labeled images per digit 0-4 for the first model
     quick: bool = False
     requests: tuple[int, int, int] | None = None
@@ -85,6 +98,7 @@ class DemoSettings:
     exit: bool = False                  # end after the summary (else serve until Ctrl-C)
     screenshots: Path | None = None     # dashboard screenshots after the summary (Playwright)
     settle_s: float = 60.0              # seconds to wait for running jobs after the traffic
+    annotator: str = "auto"
 
     @property
     def phase_requests(self) -> tuple[int, int, int]:
@@ -105,6 +119,8 @@ class LiveState:
     version: int = 0
     alarms: int = 0
     jobs: dict[str, int] = field(default_factory=dict)
+    annotator: str = ""                 # where the tasks go, in words
+    annotation: dict[str, Any] = field(default_factory=dict)  # the loop's status
     events: deque[str] = field(default_factory=lambda: deque(maxlen=8))
     started: float = field(default_factory=time.monotonic)
 
@@ -133,6 +149,7 @@ def render(state: LiveState, url: str | None) -> Panel:
     grid.add_row("serving", f"version {state.version}" if state.version else "-")
     grid.add_row("drift alarms", str(state.alarms))
     grid.add_row("jobs", ", ".join(f"{n} {k}" for k, n in sorted(state.jobs.items())) or "-")
+    grid.add_row("annotation", _annotation_line(state))
     if url:
         grid.add_row("dashboard", url)
     events = Text("\n".join(state.events) or "-", style="dim")
@@ -140,11 +157,24 @@ def render(state: LiveState, url: str | None) -> Panel:
                  title="modelci-e demo: MNIST digits on Triton", expand=False)
 
 
-class Monitor:
-    """Polls the store every second for the live view: alarms, jobs, deployments."""
+def _annotation_line(state: LiveState) -> str:
+    status = state.annotation
+    if not status:
+        return state.annotator or "-"
+    waiting = status["sent"] - status["completed"]
+    return (f"{state.annotator}: {status['sent']} tasks sent ({status['selection']}), "
+            f"{status['labeled']} labels back, {waiting} open"
+            + (f"; last error: {status['last_error'][:60]}" if status["last_error"] else ""))
 
-    def __init__(self, store: MongoStore, service: str, state: LiveState):
+
+class Monitor:
+    """Polls the store and the annotation loop every second for the live view: alarms, jobs,
+    deployments, tasks and labels."""
+
+    def __init__(self, store: MongoStore, service: str, state: LiveState,
+                 annotation: AnnotationSync):
         self.store, self.service, self.state = store, service, state
+        self.annotation = annotation
         self._stop = threading.Event()
         self._seen_jobs: dict[str, str] = {}
         self._last_alarm: dict[str, float] = {}
@@ -167,6 +197,7 @@ class Monitor:
                 self.state.event(f"(monitor: {exc})")
 
     def poll(self) -> None:
+        self.state.annotation = self.annotation.status()
         alarms = self.store.list_drift_events(self.service, since=self._since,
                                               alarms_only=True, limit=1000)
         for event in alarms:
@@ -289,15 +320,26 @@ def run_demo(settings: DemoSettings, config: ServiceConfig,
              on_started: Callable[[Started], None] | None = None) -> dict[str, Any]:
     """Run the demo of the module doc; returns the report (also written as ``demo.json``)."""
     console = console or Console(stderr=True)
+    annotator = resolve_annotator(settings.annotator)
     data = image_demo(settings.seed, settings.initial_per_class, settings.phase_requests)
     data_dir = _fresh_data_dir(settings.data_dir)
+    label_studio = None
+    if annotator == "label-studio":
+        label_studio = LabelStudioServer(data_dir / "label-studio", token=secrets.token_hex(16))
+    config = with_annotator(config, label_studio.endpoint if label_studio else None)
     runtime = ServerRuntime(config, data_dir=data_dir, host=settings.host, port=settings.port,
                             workers=1)
-    state = LiveState()
+    state = LiveState(annotator=f"Label Studio at {label_studio.url}" if label_studio
+                      else "simulated (tasks in the cache)")
     monitor = None
-    closers: list[Callable[[], None]] = []  # the proxy and the traffic client, once started
+    closers: list[Callable[[], None]] = []  # the proxy, the client, the annotator, once started
     store: MongoStore | None = None
     try:
+        if label_studio is not None:
+            # Before the server: the annotation loop's first round finds its project there.
+            console.print(f"starting Label Studio at {label_studio.url} (a first start on a new "
+                          f"data dir runs its migrations: 30-100 s) ...")
+            label_studio.start()
         started = runtime.start()
         config = runtime.config  # with the embedded engine's address
         _serve_in_background(runtime)
@@ -310,12 +352,17 @@ def run_demo(settings: DemoSettings, config: ServiceConfig,
         api = Api(started.url, client_token)
         view = Live(render(state, f"{started.url}/"), console=console, refresh_per_second=4,
                     transient=False, get_renderable=lambda: render(state, f"{started.url}/"))
+        sync = runtime.annotation
+        assert sync is not None  # the demo's config always names an annotator
         with _quiet_logs(), view:
-            monitor = Monitor(store, config.name, state).start()
-            report = _drive(settings, config, data, started, store, api, state, closers)
+            monitor = Monitor(store, config.name, state, sync).start()
+            report = _drive(settings, config, data, started, store, api, state, closers, sync)
+        if label_studio is not None:
+            report["annotation"]["url"] = label_studio.url
         wide = console if console.is_terminal else Console(file=console.file, width=170)
         wide.print(summary_table(report))
         wide.print(updates_table(report))
+        wide.print(annotation_table(report))
         (data_dir / "demo.json").write_text(json.dumps(
             {"settings": _jsonable(asdict(settings)), **report}, indent=2, default=str))
         console.print(f"report: {data_dir / 'demo.json'}")
@@ -324,9 +371,12 @@ def run_demo(settings: DemoSettings, config: ServiceConfig,
             for path in _screenshots(started.url, admin, config.name, settings.screenshots):
                 console.print(f"screenshot: {path}")
         if not settings.exit:
+            where = (f"\nLabel Studio stays up at [bold cyan]{label_studio.url}/[/] (sign in as "
+                     f"{DEFAULT_USERNAME}, password {label_studio.token})."
+                     if label_studio is not None else "")
             console.print(Panel(
                 f"The dashboard stays up at [bold cyan]{started.url}/[/] (sign in with the admin "
-                f"token above). Ctrl-C stops everything.", expand=False))
+                f"token above).{where} Ctrl-C stops everything.", expand=False))
             while True:
                 time.sleep(3600)
         return report
@@ -338,6 +388,8 @@ def run_demo(settings: DemoSettings, config: ServiceConfig,
         if store is not None:
             store.close()
         runtime.stop()
+        if label_studio is not None:
+            label_studio.stop()
 
 
 @contextlib.contextmanager
@@ -361,10 +413,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def _drive(settings: DemoSettings, config: ServiceConfig, data: DemoData, started: Started,
-           store: MongoStore, api: Api, state: LiveState,
-           closers: list[Callable[[], None]]) -> dict[str, Any]:
-    """The first model, the phases of traffic, and the report; what it starts that needs
-    stopping goes to ``closers``."""
+           store: MongoStore, api: Api, state: LiveState, closers: list[Callable[[], None]],
+           sync: AnnotationSync) -> dict[str, Any]:
+    """The first model, the phases of traffic labeled through ``sync`` (the server's annotation
+    loop), and the report; what it starts that needs stopping goes to ``closers``."""
     from cl_server.envelope.job import load_version
     from plugin.proxy.app import InferenceProxy
     from plugin.proxy.collector import RequestCollector
@@ -409,10 +461,17 @@ def _drive(settings: DemoSettings, config: ServiceConfig, data: DemoData, starte
             classes[version] = list(record.classes)
         return classes[version]
 
-    annotator = SimulatedAnnotator(api, service, delay_s=settings.label_delay_s,
-                                   seed=settings.seed)
+    state.stage = "the annotator: waiting for the annotation loop's project"
+    cache = redis.Redis.from_url(started.cache_url)
+    closers.append(cache.close)
+    backend = make_backend(config, cache)
+    assert backend is not None  # the demo's config always names an annotator
+    annotation = DemoAnnotation(sync, backend, settings.label_delay_s, settings.seed)
+    closers.append(annotation.stop)
+    annotation.start()
+    state.event(f"annotator: {state.annotator}, project {annotation.status()['project']}")
     traffic = TrafficGenerator(proxy.url, config.engine.model_name, config.model.input.name,
-                               config.model.output_name, annotator, classes_of,
+                               config.model.output_name, annotation.truth, classes_of,
                                rate=settings.rate)
     closers.append(traffic.close)
 
@@ -440,20 +499,28 @@ def _drive(settings: DemoSettings, config: ServiceConfig, data: DemoData, starte
         state.event(f"phase {index + 1}: {phase.description}")
         onsets.append(time.time())
         traffic.run(phase, index, on_answer)
-    state.stage = "labels: the last ones"
-    annotator.drain()
+    state.stage = "labels: the last tasks"
+    annotation.finish(DRAIN_S)
     state.stage = "waiting for running jobs"
     _settle(store, service, settings.settle_s)
     end = time.time()
     state.stage = "the report: training the full-retrain references"
     lineage = api.get(f"/api/services/{service}/lineage")
     assert isinstance(lineage, list)
+    status = annotation.status()
     report = build_report(RunRecord(config=config, data=data, answers=traffic.answers,
-                                    accepted=annotator.accepted, onsets=onsets, end=end,
-                                    store=store, load_version=load_version, lineage=lineage,
-                                    seed=settings.seed))
+                                    accepted=labels_back(store, service), onsets=onsets,
+                                    end=end, store=store, load_version=load_version,
+                                    lineage=lineage, seed=settings.seed))
     report["requests"]["errors"] = len(traffic.errors)
-    report["requests"]["labels_unmatched"] = annotator.unmatched
+    report["requests"]["labels_unmatched"] = status["rejected"]
+    report["annotation"] = {
+        "backend": status["backend"], "selection": status["selection"],
+        "budget_per_hour": status["budget"]["per_hour"],
+        "max_open_tasks": config.annotator.max_open_tasks,
+        "tasks_sent": status["sent"], "answered": status["completed"],
+        "labels_back": status["labeled"], "rejected": status["rejected"],
+        "last_error": status["last_error"]}
     report["urls"] = {"dashboard": f"{started.url}/", "engine": started.engine_url}
     state.stage = "done"
     return report
