@@ -41,8 +41,23 @@ console = Console(stderr=True, highlight=False)
 EXIT_INVALID = 2
 
 
-def demo_config_path() -> Path:
-    return Path(str(resources.files("cl_server.config").joinpath("demo.yaml")))
+def demo_config_path(service: str = "image") -> Path:
+    """The embedded config of the demo's ``image`` or ``text`` service."""
+    name = "demo-text.yaml" if service == "text" else "demo.yaml"
+    return Path(str(resources.files("cl_server.config").joinpath(name)))
+
+
+def _phase_requests(_ctx: Any, _param: Any, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        counts = tuple(int(part) for part in value.split(","))
+    except ValueError:
+        counts = ()
+    if not counts or min(counts) < 1:
+        raise click.BadParameter(f"expected positive request counts separated by commas, one "
+                                 f"per phase (got {value!r})")
+    return counts
 
 
 def _load_or_exit(path: Path) -> ServiceConfig:
@@ -172,16 +187,19 @@ def start(config_file: Path, data_dir: Path | None, host: str | None, port: int 
 @click.option("--exit", "exit_after", is_flag=True,
               help="End after the summary instead of keeping the dashboard up.")
 @click.option("--quick", is_flag=True, help="Shorter phases (about half).")
-@click.option("--requests", "phase_requests", type=(click.IntRange(min=1),) * 3,
-              help="Requests in the stationary, new-classes and rotated phases.")
-@click.option("--rate", type=click.FloatRange(min=0.1, max=1000.0), default=15.0,
-              show_default=True, help="Requests per second.")
+@click.option("--requests", "phase_requests", callback=_phase_requests, metavar="N,N[,N]",
+              help="Requests per phase: image: stationary, new classes, rotated (3 counts); "
+                   "text: Rotten Tomatoes, IMDB (2 counts).")
+@click.option("--rate", type=click.FloatRange(min=0.1, max=1000.0),
+              help="Requests per second (default 15 for image, 6 for text).")
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--screenshots", type=click.Path(path_type=Path),
               help="Save dashboard screenshots here after the summary (needs Playwright and "
                    "chromium: the test extras).")
-@click.option("--service", type=click.Choice(["image"]), default="image", show_default=True,
-              help="The demo service.")
+@click.option("--service", type=click.Choice(["image", "text"]), default="image",
+              show_default=True, help="image: LeNet-5 on MNIST digits (new classes, then "
+              "rotated digits); text: movie-review sentiment over the offline MiniLM encoder "
+              "(Rotten Tomatoes, then IMDB reviews).")
 @click.option("--annotator", type=click.Choice(["auto", "label-studio", "simulated"]),
               default="auto", show_default=True,
               help="Where the annotation tasks go: a Label Studio the demo starts, or tasks "
@@ -190,17 +208,24 @@ def start(config_file: Path, data_dir: Path | None, host: str | None, port: int 
 @click.option("--no-traffic", is_flag=True,
               help="Only run the server on the embedded defaults (no demo traffic).")
 def demo(data_dir: Path | None, host: str | None, port: int | None, exit_after: bool,
-         quick: bool, phase_requests: tuple[int, int, int] | None, rate: float, seed: int,
+         quick: bool, phase_requests: tuple[int, ...] | None, rate: float | None, seed: int,
          screenshots: Path | None, service: str, annotator: str, no_traffic: bool) -> None:
-    """A drifting image service on a real Triton, updated live: embedded Redis, store,
-    tritonserver, CL server, a worker and the dashboard; traffic through the proxy in three
-    phases (stationary, new classes, rotated digits), labeled through the annotation loop
-    (Label Studio if installed); a summary at the end."""
-    config = _load_or_exit(demo_config_path())
+    """A drifting image (or text) service on a real Triton, updated live: embedded Redis,
+    store, tritonserver, CL server, a worker and the dashboard; traffic through the proxy in
+    phases (stationary, new classes, rotated digits; text: Rotten Tomatoes, then IMDB),
+    labeled through the annotation loop (Label Studio if installed); a summary at the end."""
+    config = _load_or_exit(demo_config_path(service))
     if no_traffic:
         _run_server(config, data_dir, host, port, None, "modelci-e demo (embedded defaults)")
         return
-    from plugin.demo.run import DemoSettings, run_demo
+    from plugin.demo.run import TEXT_RATE, DemoSettings, run_demo
+
+    expected = 2 if service == "text" else 3
+    if phase_requests is not None and len(phase_requests) != expected:
+        _fail(f"--requests: the {service} demo has {expected} phases (got "
+              f"{len(phase_requests)} counts)")
+    if rate is None:
+        rate = TEXT_RATE if service == "text" else 15.0
 
     if screenshots is not None:
         _screenshots_possible()
@@ -213,10 +238,13 @@ def demo(data_dir: Path | None, host: str | None, port: int | None, exit_after: 
         data_dir=data_dir or DemoSettings.data_dir, host=host or DemoSettings.host,
         port=DemoSettings.port if port is None else port, rate=rate, quick=quick,
         requests=phase_requests, seed=seed, exit=exit_after, screenshots=screenshots,
-        annotator=annotator)
+        annotator=annotator, service=service,
+        initial_per_class=400 if service == "text" else DemoSettings.initial_per_class)
 
     def banner(started: Any) -> None:
-        lines = [f"service     [bold]{config.name}[/] (LeNet-5 on MNIST digits)",
+        what = ("MiniLM sentiment on movie reviews" if service == "text"
+                else "LeNet-5 on MNIST digits")
+        lines = [f"service     [bold]{config.name}[/] ({what})",
                  f"dashboard   [bold cyan]{started.url}/[/]",
                  f"engine      {started.engine_url} (embedded tritonserver)",
                  f"data dir    {started.data_dir}"]

@@ -281,12 +281,20 @@ def test_the_demo_empties_only_its_own_data_dir(tmp_path: Path) -> None:
 
 
 def test_bad_demo_options_are_named_before_anything_starts(tmp_path: Path) -> None:
-    for args, named in ((["--rate", "0"], "--rate"), (["--requests", "5", "0", "5"], "--requests"),
+    for args, named in ((["--rate", "0"], "--rate"), (["--requests", "5,0,5"], "--requests"),
+                        (["--requests", "5,x"], "--requests"),
                         (["--seed", "-2"], "--seed")):
         done = subprocess.run([sys.executable, "-m", "plugin.cli", "demo", "--exit", *args,
                                "--data-dir", str(tmp_path / "d")], capture_output=True,
                               text=True, timeout=60, check=False)
         assert done.returncode == 2 and named in done.stderr, done.stderr
+        assert "Traceback" not in done.stderr and not (tmp_path / "d").exists()
+    for service, counts in (("image", "5,5"), ("text", "5,5,5")):  # phases the demo lacks
+        done = subprocess.run([sys.executable, "-m", "plugin.cli", "demo", "--exit",
+                               "--service", service, "--requests", counts,
+                               "--data-dir", str(tmp_path / "d")], capture_output=True,
+                              text=True, timeout=60, check=False)
+        assert done.returncode == 1 and "--requests" in done.stderr, done.stderr
         assert "Traceback" not in done.stderr and not (tmp_path / "d").exists()
 
 

@@ -72,6 +72,8 @@ class DemoData:
     initial_x: np.ndarray
     initial_y: np.ndarray   # class names (str), aligned with initial_x
     phases: tuple[Phase, ...]
+    title: str = "MNIST digits on Triton"
+    first: str = "digits 0-4"     # what the first model learns from, in words
 
     @property
     def is_text(self) -> bool:
@@ -198,4 +200,6 @@ def text_demo(seed: int = 0, initial_per_class: int = 400,
                       column(snippets), names(snippets)),
                 Phase("imdb", "ni", f"IMDB reviews (first {IMDB_CHARACTERS} characters): "
                       "the same sentiments from another source (NI)",
-                      column(reviews, IMDB_CHARACTERS), names(reviews))))
+                      column(reviews, IMDB_CHARACTERS), names(reviews))),
+        title="movie-review sentiment on Triton (MiniLM)",
+        first="Rotten Tomatoes snippets")

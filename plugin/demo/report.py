@@ -6,8 +6,9 @@ alarms, the labels the annotation loop pulled back) and the annotation loop's co
 
 - **no-update baseline**: the first model (version 1), asked the same requests offline;
 - **full-retrain reference**: for each deployed update, a model of the same template trained
-  from scratch (``REFERENCE_EPOCHS`` epochs) on every label the service had taken from its
-  annotators when the update's job started, plus the first model's data; asked offline the
+  from scratch (``REFERENCE_EPOCHS`` epochs, or the service's ``cl.epochs`` if more) on every
+  label the service had taken from its annotators when the update's job started, plus the
+  first model's data (texts as their MiniLM embeddings); asked offline the
   requests that update answered. Before a phase's first update the reference is the model
   serving then.
 - **before**: the accuracy over the last ``2 * window`` answers of the phase before;
@@ -39,6 +40,7 @@ from cl_server.config import ServiceConfig
 from cl_server.store import Job, ModelVersion, Store
 from model_factory.templates import Classifier
 from plugin.demo.data import DemoData
+from plugin.demo.inputs import feature_shape, model_features
 from plugin.demo.traffic import Answer
 
 REFERENCE_EPOCHS = 5
@@ -73,15 +75,24 @@ def _mean(values: Sequence[bool]) -> float | None:
 def _predict(model: Any, x: np.ndarray) -> list[str]:
     if not len(x):
         return []
-    labels = model.predict(torch.from_numpy(np.ascontiguousarray(x))).labels.tolist()
+    labels = model.predict(model_features(x)).labels.tolist()
     return [model.classes[i] for i in labels]
+
+
+def _stack(rows: Sequence[Any], like: np.ndarray) -> np.ndarray:
+    """``rows`` (images, or texts for an object ``like``) as one array."""
+    if like.dtype == object:
+        out = np.empty(len(rows), dtype=object)
+        out[:] = list(rows)
+        return out
+    if not rows:
+        return np.zeros((0, *like.shape[1:]), dtype=np.float32)
+    return np.stack(rows)
 
 
 def _inputs(record: RunRecord, answers: Sequence[Answer]) -> np.ndarray:
     phases = record.data.phases
-    if not answers:
-        return np.zeros((0, *record.data.initial_x.shape[1:]), dtype=np.float32)
-    return np.stack([phases[a.phase].x[a.position] for a in answers])
+    return _stack([phases[a.phase].x[a.position] for a in answers], record.data.initial_x)
 
 
 def _reference(record: RunRecord, cutoff: float) -> Classifier:
@@ -96,16 +107,16 @@ def _reference(record: RunRecord, cutoff: float) -> Classifier:
         rows.append(phases[int(phase)].x[int(position)])
         ys.append(label)
     if rows:
-        xs.append(np.stack(rows))
+        xs.append(_stack(rows, record.data.initial_x))
     x = np.concatenate(xs)
     classes = list(dict.fromkeys(ys))
     index = {c: i for i, c in enumerate(classes)}
     cl = record.config.cl
-    model = Classifier(record.config.model.template, x.shape[1:], classes,
+    model = Classifier(record.config.model.template, feature_shape(x), classes,
                        params=record.config.model.template_params, seed=record.seed,
                        learning_rate=cl.learning_rate)
-    model.fit(torch.from_numpy(x), torch.tensor([index[c] for c in ys]),
-              epochs=REFERENCE_EPOCHS, batch_size=cl.batch_size)
+    model.fit(model_features(x), torch.tensor([index[c] for c in ys]),
+              epochs=max(REFERENCE_EPOCHS, cl.epochs), batch_size=cl.batch_size)
     return model
 
 

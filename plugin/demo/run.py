@@ -59,7 +59,8 @@ from cl_server.embedded.label_studio import DEFAULT_USERNAME
 from cl_server.runtime import ServerRuntime, Started
 from cl_server.store import MongoStore, User
 from plugin.demo.annotation import DemoAnnotation, labels_back, resolve_annotator, with_annotator
-from plugin.demo.data import DemoData, image_demo
+from plugin.demo.data import DemoData, image_demo, text_demo
+from plugin.demo.inputs import record_inputs
 from plugin.demo.report import (
     RunRecord,
     annotation_table,
@@ -76,6 +77,12 @@ DRAIN_S = 30.0
 """Seconds the last tasks get to be answered and pulled after the traffic."""
 FULL_REQUESTS = (350, 1800, 2250)
 QUICK_REQUESTS = (300, 1350, 1350)
+FULL_TEXT_REQUESTS = (600, 1200)
+QUICK_TEXT_REQUESTS = (300, 600)
+TEXT_RATE = 6.0
+"""Requests per second of the text demo: MiniLM costs Triton 30-60 ms per IMDB review on a
+core it shares with the training jobs."""
+SERVICES = ("image", "text")
 
 
 @dataclass(frozen=True)
@@ -93,7 +100,8 @@ class DemoSettings:
     label_delay_s: float = 2.0          # seconds from a task's first sight to its answer
     initial_per_class: int = 250        # labeled images per digit 0-4 for the first model
     quick: bool = False
-    requests: tuple[int, int, int] | None = None
+    requests: tuple[int, ...] | None = None
+    service: str = "image"              # image (digits 0-4, then 5-9, then rotated) or text
     seed: int = 0
     exit: bool = False                  # end after the summary (else serve until Ctrl-C)
     screenshots: Path | None = None     # dashboard screenshots after the summary (Playwright)
@@ -101,8 +109,25 @@ class DemoSettings:
     annotator: str = "auto"
 
     @property
-    def phase_requests(self) -> tuple[int, int, int]:
-        return self.requests or (QUICK_REQUESTS if self.quick else FULL_REQUESTS)
+    def phase_requests(self) -> tuple[int, ...]:
+        if self.requests:
+            return self.requests
+        if self.service == "text":
+            return QUICK_TEXT_REQUESTS if self.quick else FULL_TEXT_REQUESTS
+        return QUICK_REQUESTS if self.quick else FULL_REQUESTS
+
+    def data(self) -> DemoData:
+        """The demo's data (:mod:`plugin.demo.data`) for these settings."""
+        if self.service not in SERVICES:
+            raise ValueError(f"service must be one of {', '.join(SERVICES)} (got "
+                             f"{self.service!r})")
+        if self.service == "text":
+            return text_demo(self.seed, self.initial_per_class, self.phase_requests)
+        if len(self.phase_requests) != 3:
+            raise ValueError(f"the image demo has three phases (got "
+                             f"{len(self.phase_requests)} request counts)")
+        return image_demo(self.seed, self.initial_per_class,
+                          self.phase_requests)  # type: ignore[arg-type]
 
 
 @dataclass
@@ -113,6 +138,8 @@ class LiveState:
     phase: int = -1
     phase_name: str = ""
     phase_description: str = ""
+    phases: int = 3
+    title: str = "modelci-e demo"
     sent: int = 0
     total: int = 0
     window: deque[bool] = field(default_factory=lambda: deque(maxlen=100))
@@ -139,7 +166,7 @@ def render(state: LiveState, url: str | None) -> Panel:
     if state.phase >= 0:
         done = state.sent / state.total if state.total else 0
         bar = "#" * int(30 * done) + "." * (30 - int(30 * done))
-        grid.add_row("phase", f"{state.phase + 1}/3 {state.phase_name}: "
+        grid.add_row("phase", f"{state.phase + 1}/{state.phases} {state.phase_name}: "
                               f"{state.phase_description}")
         grid.add_row("requests", f"[{bar}] {state.sent}/{state.total}")
     accuracy = (f"{100 * sum(state.window) / len(state.window):.1f}% (last "
@@ -154,7 +181,7 @@ def render(state: LiveState, url: str | None) -> Panel:
         grid.add_row("dashboard", url)
     events = Text("\n".join(state.events) or "-", style="dim")
     return Panel(Group(grid, Text(""), Text("events", style="bold"), events),
-                 title="modelci-e demo: MNIST digits on Triton", expand=False)
+                 title=state.title, expand=False)
 
 
 def _annotation_line(state: LiveState) -> str:
@@ -321,7 +348,7 @@ def run_demo(settings: DemoSettings, config: ServiceConfig,
     """Run the demo of the module doc; returns the report (also written as ``demo.json``)."""
     console = console or Console(stderr=True)
     annotator = resolve_annotator(settings.annotator)
-    data = image_demo(settings.seed, settings.initial_per_class, settings.phase_requests)
+    data = settings.data()
     data_dir = _fresh_data_dir(settings.data_dir)
     label_studio = None
     if annotator == "label-studio":
@@ -329,7 +356,8 @@ def run_demo(settings: DemoSettings, config: ServiceConfig,
     config = with_annotator(config, label_studio.endpoint if label_studio else None)
     runtime = ServerRuntime(config, data_dir=data_dir, host=settings.host, port=settings.port,
                             workers=1)
-    state = LiveState(annotator=f"Label Studio at {label_studio.url}" if label_studio
+    state = LiveState(phases=len(data.phases), title=f"modelci-e demo: {data.title}",
+                      annotator=f"Label Studio at {label_studio.url}" if label_studio
                       else "simulated (tasks in the cache)")
     monitor = None
     closers: list[Callable[[], None]] = []  # the proxy, the client, the annotator, once started
@@ -425,8 +453,8 @@ def _drive(settings: DemoSettings, config: ServiceConfig, data: DemoData, starte
     from plugin.serving.routing import RoutingTable
 
     service = config.name
-    state.stage = "the first model: ingesting digits 0-4"
-    records = [{"request_id": f"init-{n}", "inputs": data.initial_x[n].tolist(),
+    state.stage = f"the first model: ingesting {data.first}"
+    records = [{"request_id": f"init-{n}", "inputs": record_inputs(data.initial_x[n]),
                 "label": str(data.initial_y[n])} for n in range(len(data.initial_y))]
     # Paused while the first labels land in the store: no rule starts a job on half of them.
     api.patch(f"/api/services/{service}", {"status": "paused"})
@@ -434,16 +462,17 @@ def _drive(settings: DemoSettings, config: ServiceConfig, data: DemoData, starte
     deadline = time.monotonic() + 120
     while _labeled(api, service) < len(records):
         if time.monotonic() > deadline:
-            raise TimeoutError("the first labeled digits did not reach the store in 120 s")
+            raise TimeoutError(f"the first labeled {data.first} did not reach the store in "
+                               f"120 s")
         time.sleep(0.2)
-    state.event(f"ingested {len(records)} labeled digits 0-4")
-    api.post(f"/api/services/{service}/update", {"reason": "the first model (digits 0-4)"})
+    state.event(f"ingested {len(records)} labeled {data.first}")
+    api.post(f"/api/services/{service}/update", {"reason": f"the first model ({data.first})"})
     state.stage = "the first model: training and deploying on Triton"
     first = _first_job(store, service, timeout_s=300)
     if first.status != "succeeded" or (first.result or {}).get("outcome") != "deployed":
         raise RuntimeError(f"the first model was not deployed: {first.error or first.result}")
     api.patch(f"/api/services/{service}", {"status": "active"})
-    state.event("version 1 (digits 0-4) serving on Triton")
+    state.event(f"version 1 ({data.first}) serving on Triton")
 
     routing = RoutingTable(routing_path(started.data_dir, service))
     proxy = ProxyThread(InferenceProxy(

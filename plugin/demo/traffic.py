@@ -27,6 +27,7 @@ import requests
 import tritonclient.http as triton_http
 
 from plugin.demo.data import Phase
+from plugin.demo.inputs import infer_input
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,8 @@ class TrafficGenerator:
     Parameters:
         proxy_url: ``http://host:port`` of the request-collecting proxy.
         model: the model name clients use.
-        input_name / output_name / datatype: the model's tensors (``FP32`` images here).
+        input_name / output_name: the model's tensors (an ``FP32`` image or a ``BYTES`` text
+            per request: :func:`plugin.demo.inputs.infer_input`).
         truth: request id -> true label, written before each request is sent.
         classes_of: the class names of a served version (output unit i is ``classes[i]``).
         rate: requests per second.
@@ -90,13 +92,13 @@ class TrafficGenerator:
 
     def __init__(self, proxy_url: str, model: str, input_name: str, output_name: str,
                  truth: dict[str, str], classes_of: Callable[[int], list[str]],
-                 rate: float = 15.0, datatype: str = "FP32"):
+                 rate: float = 15.0):
         if rate <= 0:
             raise ValueError(f"rate must be > 0 requests/s (got {rate})")
         self.client = triton_http.InferenceServerClient(
             proxy_url.removeprefix("http://"), connection_timeout=30.0, network_timeout=30.0)
         self.model = model
-        self.input_name, self.output_name, self.datatype = input_name, output_name, datatype
+        self.input_name, self.output_name = input_name, output_name
         self.truth = truth
         self.classes_of = classes_of
         self.rate = rate
@@ -121,8 +123,7 @@ class TrafficGenerator:
 
     def _request(self, phase: Phase, index: int, position: int) -> Answer | None:
         request_id = f"p{index}-{position}"
-        tensor = triton_http.InferInput(self.input_name, [1, *phase.x.shape[1:]], self.datatype)
-        tensor.set_data_from_numpy(phase.x[position:position + 1], binary_data=True)
+        tensor = infer_input(self.input_name, phase.x[position])
         wanted = triton_http.InferRequestedOutput(self.output_name, binary_data=True)
         label = phase.labels[position]
         self.truth[request_id] = label  # before the proxy records it: it may be selected then
