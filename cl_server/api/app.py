@@ -45,9 +45,7 @@ def service_record(config: ServiceConfig) -> Service:
     sections = config.model_dump(mode="json", include={
         "description", "engine", "model", "collector", "drift", "triggers", "cl", "validation",
         "deployment", "scheduling"})
-    # The token stays masked ("**********", pydantic's JSON form of a secret), not left out:
-    # jobs rebuild the whole config from the record, and kind label_studio requires one.
-    sections["annotator"] = config.annotator.model_dump(mode="json")
+    sections["annotator"] = config.annotator.model_dump(mode="json", exclude={"token"})
     return Service(name=config.name, engine_kind=config.engine.kind,
                    model_name=config.engine.model_name, classes=list(config.model.classes),
                    config=sections)

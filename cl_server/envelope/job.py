@@ -78,8 +78,11 @@ def service_of(store: Store, name: str) -> Service:
 
 
 def service_config(service: Service) -> ServiceConfig:
-    """The config a service was registered with (its record keeps every section but secrets)."""
-    return ServiceConfig.model_validate({"name": service.name, **service.config})
+    """The config a service was registered with, for its jobs: every section of the record
+    but the annotator's, which a job never uses and whose secret the record does not keep
+    (``kind: label_studio`` without its token would not validate); the job's config has none."""
+    sections = {k: v for k, v in service.config.items() if k != "annotator"}
+    return ServiceConfig.model_validate({"name": service.name, **sections})
 
 
 def artifacts_dir(service: str) -> Path:
