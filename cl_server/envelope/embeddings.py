@@ -33,11 +33,6 @@ EMBEDDING_TTL_S = 14 * 24 * 3600
 TEXT_TEMPLATE = "text-minilm"
 
 
-def is_text(model: ModelConfig) -> bool:
-    """Whether the service is served texts (a string input)."""
-    return model.input.kind == "text" or model.input.dtype == "bytes"
-
-
 def network_input_shape(model: ModelConfig) -> tuple[int, ...]:
     """The input shape of the service's trainable network: the embedding width for a text
     service, else the served input's shape."""
@@ -77,9 +72,8 @@ def embed_texts(texts: Sequence[str], cache: redis.Redis | None = None) -> torch
     rows: list[np.ndarray | None] = [
         np.frombuffer(value, dtype=np.float32) if value is not None
         and len(value) == 4 * MINILM_DIM else None for value in found]
-    missing = sorted({i for i, row in enumerate(rows) if row is None},
-                     key=lambda i: keys[i])
-    unique: dict[str, int] = {}
+    missing = [i for i, row in enumerate(rows) if row is None]
+    unique: dict[str, int] = {}  # one encoding per distinct text
     for i in missing:
         unique.setdefault(keys[i], i)
     if unique:

@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import cache
 from typing import Any
 
 import numpy as np
@@ -47,20 +46,14 @@ def infer_input(name: str, x: Any) -> triton_http.InferInput:
     return tensor
 
 
-@cache
-def _encoder() -> Any:
-    from model_factory.templates.text import SentenceEncoder
-
-    return SentenceEncoder()
-
-
 def model_features(x: np.ndarray | Sequence[Any]) -> torch.Tensor:
     """What a model of the demo's service reads for the inputs ``x``: the image tensor, or
-    the texts' sentence embeddings ``[N, 384]``."""
-    rows = list(x) if not isinstance(x, np.ndarray) or x.dtype == object else None
-    if rows is not None and (not rows or isinstance(rows[0], str)):
-        return _encoder().encode([str(r) for r in rows])
-    return torch.from_numpy(np.ascontiguousarray(np.asarray(x, dtype=np.float32)))
+    the texts' sentence embeddings ``[N, 384]`` (as the service's update jobs embed them)."""
+    if isinstance(x, np.ndarray) and x.dtype != object:
+        return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    from cl_server.envelope.embeddings import embed_texts
+
+    return embed_texts([str(row) for row in x])
 
 
 def feature_shape(x: np.ndarray) -> tuple[int, ...]:
