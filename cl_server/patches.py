@@ -135,7 +135,7 @@ class PatchLog:
                 base = apply({}, previous, check=False)
                 patch = diff(base, state, base_version=latest.version, target_version=version,
                              meta=meta or previous.meta, values=values)
-                result = apply(base, patch, check=False) if values == "fp16" else state
+                result = apply(base, patch, check=False) if values != "fp32" else state
             patch.sequence = sequence
             blob = encode(patch)
             self._write(f"p{sequence:08d}.mcip", blob)
@@ -145,7 +145,7 @@ class PatchLog:
             entry = PatchEntry(sequence=sequence, base_version=patch.base_version,
                                version=version, sha256=patch.target_sha256, bytes=len(blob),
                                changed=patch.changed_weights(),
-                               paper_bits=paper_bits(patch, 16 if values == "fp16" else 32),
+                               paper_bits=paper_bits(patch),
                                values=values, created_at=time.time())
             self._write("index.json", json.dumps(
                 [e.model_dump() for e in [*entries, entry]]).encode())

@@ -28,14 +28,14 @@ takes to decode it, apply it in place and verify the checksum. The ResNet-18-lik
 Example:
     >>> result = run_deploy_bench(DeploySettings.quick())
     >>> sorted(result["streams"]["mlp"]), result["streams"]["mlp"]["full"]["updates"]
-    (['dpu:0.05', 'full', 'topk:0.01'], 3)
+    (['dpu:0.05', 'dpu:0.05@q8', 'full', 'topk:0.01'], 3)
 """
 
 from __future__ import annotations
 
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -73,17 +73,21 @@ class DeploySettings:
     learning_rate: float = 1e-3
     hidden: tuple[int, ...] = (400, 400)
     values: str = "fp32"
-    """How patches carry weights: fp32, or fp16 (the deployed model then holds the rounded
-    weights, and its accuracy is measured so)."""
+    """How patches carry weights unless a method names its own (``dpu:0.01@q8``): fp32, fp16
+    or q8 (:mod:`plugin.replica.patch`; the deployed model then holds the weights as they
+    arrive, and its accuracy is measured so)."""
     resnet: bool = True
     seed: int = 0
+    seeds: tuple[int, ...] = ()
+    """Run every stream once per seed (data order, initial model, training) and report means;
+    empty: ``seed`` alone."""
     extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def quick(cls) -> DeploySettings:
-        """A CI-sized run: sklearn digits, the MLP, three methods, three updates, no ResNet."""
+        """A CI-sized run: sklearn digits, the MLP, four methods, three updates, no ResNet."""
         return cls(dataset="digits", templates=("mlp",), methods=("full", "topk:0.01",
-                                                                  "dpu:0.05"),
+                                                                  "dpu:0.05", "dpu:0.05@q8"),
                    updates=3, samples_per_update=200, test_size=300, validation_size=100,
                    initial_epochs=5, warm_epochs=2, hidden=(64,), resnet=False)
 
@@ -119,13 +123,27 @@ def _replica_apply_ms(deployed: dict[str, Tensor], blob: bytes) -> dict[str, flo
             "verify_ms": (done - applied) * 1e3, "total_ms": (done - start) * 1e3}
 
 
-def _method(name: str) -> tuple[str, float]:
-    kind, _, ratio = name.partition(":")
+VALUES = ("fp32", "fp16", "q8")
+
+
+def _method(name: str, default_values: str = "fp32") -> tuple[str, float, str]:
+    """``KIND[:RATIO][@VALUES]`` as (kind, ratio, values)."""
+    spec, _, values = name.partition("@")
+    kind, _, ratio = spec.partition(":")
     dense = kind in ("full", "full-warm")
     if kind not in ("full", "full-warm", "topk", "randomk", "dpu") or dense == bool(ratio):
         raise ValueError(f"unknown method '{name}' (expected full, full-warm, topk:R, "
-                         f"randomk:R or dpu:K)")
-    return kind, float(ratio or 1.0)
+                         f"randomk:R or dpu:K, each optionally @fp32, @fp16 or @q8)")
+    if values and values not in VALUES:
+        raise ValueError(f"method '{name}': unknown values '{values}' (expected "
+                         f"{', '.join(VALUES)})")
+    try:
+        share = float(ratio or 1.0)
+    except ValueError:
+        raise ValueError(f"method '{name}': '{ratio}' is not a number") from None
+    if not 0 < share <= 1:
+        raise ValueError(f"method '{name}': the ratio must be in (0, 1]")
+    return kind, share, values or default_values
 
 
 SPARSE_BASE_LR = {"mlp": 0.3}
@@ -152,7 +170,7 @@ def _shuffled(x: Tensor, y: Tensor, batch_size: int, generator: torch.Generator,
 
 def run_stream_method(settings: DeploySettings, template: str, method: str) -> dict[str, Any]:
     """One method over the stream with one template (see the module doc)."""
-    kind, ratio = _method(method)
+    kind, ratio, values = _method(method, settings.values)
     x, y = stream_data(settings.dataset, settings.seed)
     n, tests, vals = settings.samples_per_update, settings.test_size, settings.validation_size
     test_x, test_y = x[:tests], y[:tests]
@@ -212,7 +230,7 @@ def run_stream_method(settings: DeploySettings, template: str, method: str) -> d
             history.append(chunk_x, chunk_y)
         train_s = time.perf_counter() - start
         patch = diff(deployed, new_state, base_version=update, target_version=update + 1,
-                     values="fp16" if settings.values == "fp16" else "fp32")
+                     values=values)  # type: ignore[arg-type]
         blob = encode(patch)
         replica = _replica_apply_ms(deployed, blob)
         deployed = apply(deployed, patch, check=False)
@@ -220,10 +238,11 @@ def run_stream_method(settings: DeploySettings, template: str, method: str) -> d
         rows.append({"update": update, "prequential": prequential,
                      "test_accuracy": _accuracy(net, test_x, test_y), "train_s": train_s,
                      "bytes": len(blob),
-                     "paper_bytes": paper_bits(patch, 16 if patch.values == "fp16" else 32) / 8,
+                     "paper_bytes": paper_bits(patch) / 8,
                      "changed": patch.changed_weights(), "shipped": shipped, **replica})
     total = sum(int(t.numel()) for t in deployed.values())
-    return {"method": method, "template": template, "updates": len(rows),
+    return {"method": method, "template": template, "seed": settings.seed,
+            "updates": len(rows), "shipped": sum(bool(r["shipped"]) for r in rows),
             "weights": total, "dense_bytes": dense_bytes,
             "final_accuracy": rows[-1]["test_accuracy"],
             "mean_prequential": float(np.mean([r["prequential"] for r in rows])),
@@ -235,6 +254,25 @@ def run_stream_method(settings: DeploySettings, template: str, method: str) -> d
             "train_s_per_update": float(np.mean([r["train_s"] for r in rows])),
             "apply_ms": float(np.median([r["total_ms"] for r in rows])),
             "rows": rows}
+
+
+_MEANS = ("final_accuracy", "mean_prequential", "bytes_per_update", "paper_bytes_per_update",
+          "share_of_dense", "changed_share", "train_s_per_update", "apply_ms", "shipped")
+
+
+def _over_seeds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One method's runs over several seeds: the means of the summary figures, the spread of
+    the final accuracy, each seed's summary, and the first seed's rows (for the plots)."""
+    if len(runs) == 1:
+        return {**runs[0], "seeds": [runs[0]["seed"]], "final_accuracy_sd": 0.0}
+    out = dict(runs[0])
+    for key in _MEANS:
+        out[key] = float(np.mean([run[key] for run in runs]))
+    out["total_bytes"] = int(np.mean([run["total_bytes"] for run in runs]))
+    out["final_accuracy_sd"] = float(np.std([run["final_accuracy"] for run in runs], ddof=1))
+    out["seeds"] = [run["seed"] for run in runs]
+    out["per_seed"] = [{key: run[key] for key in ("seed", *_MEANS)} for run in runs]
+    return out
 
 
 def resnet_sizes(settings: DeploySettings) -> dict[str, Any]:
@@ -253,7 +291,7 @@ def resnet_sizes(settings: DeploySettings) -> dict[str, Any]:
     out: dict[str, Any] = {"weights": sum(int(t.numel()) for t in start_state.values()),
                            "dense_bytes": dense, "methods": {}}
     for method in settings.methods:
-        kind, ratio = _method(method)
+        kind, ratio, values = _method(method, settings.values)
         net.load_state_dict(start_state)
         begin = time.perf_counter()
         if kind == "dpu":
@@ -272,7 +310,8 @@ def resnet_sizes(settings: DeploySettings) -> dict[str, Any]:
                            CLStrategy(), optimizer)
             new_state = _state(net)
         train_s = time.perf_counter() - begin
-        patch = diff(start_state, new_state, base_version=1, target_version=2)
+        patch = diff(start_state, new_state, base_version=1, target_version=2,
+                     values=values)  # type: ignore[arg-type]
         blob = encode(patch)
         timings = [_replica_apply_ms(start_state, blob) for _ in range(5)]
         out["methods"][method] = {
@@ -286,9 +325,12 @@ def resnet_sizes(settings: DeploySettings) -> dict[str, Any]:
 def run_deploy_bench(settings: DeploySettings) -> dict[str, Any]:
     """Every method on every template's stream, and the ResNet sizes (see the module doc)."""
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-    streams = {template: {method: run_stream_method(settings, template, method)
-                          for method in settings.methods}
-               for template in settings.templates}
+    for method in settings.methods:
+        _method(method)  # a bad name fails before any training
+    seeds = settings.seeds or (settings.seed,)
+    streams = {template: {method: _over_seeds([
+        run_stream_method(replace(settings, seed=seed), template, method) for seed in seeds])
+        for method in settings.methods} for template in settings.templates}
     return {"settings": asdict(settings), "streams": streams,
             "resnet18": resnet_sizes(settings) if settings.resnet else None,
             "load_average": list(os.getloadavg())}

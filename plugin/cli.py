@@ -685,19 +685,24 @@ def bench_loop(rate: float, stationary_s: float, max_s: float, after_onset: str,
 @bench.command("deploy")
 @click.option("--templates", default="mlp,lenet5", show_default=True,
               help="Comma-separated model templates for the MNIST-5k stream.")
-@click.option("--methods", default=None, help="Comma-separated: full, topk:R, randomk:R (R of "
-              "each tensor per step), dpu:K (K of the weights); default: full, top-k at 1, 0.1 "
-              "and 0.01%, random-k at 1%, DPU at 1, 5 and 10%.")
+@click.option("--methods", default=None, help="Comma-separated: full, full-warm, topk:R, "
+              "randomk:R (R of each tensor per step), dpu:K (K of the weights), each optionally "
+              "@fp32, @fp16 or @q8 (how its patches carry weights; default --values); default: "
+              "full, full-warm, top-k at 1, 0.1 and 0.01%, random-k at 1%, DPU at 0.75, 1, 5 and "
+              "10%.")
 @click.option("--updates", type=click.IntRange(1, 10), default=10, show_default=True)
 @click.option("--no-resnet", is_flag=True, help="Skip the ResNet-18-like size measurement.")
-@click.option("--values", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
-              help="How patches carry weights (fp16: the deployed models hold rounded weights).")
+@click.option("--values", type=click.Choice(["fp32", "fp16", "q8"]), default="fp32",
+              show_default=True, help="How patches carry weights (fp16, q8: the deployed models "
+              "hold the weights as they arrive).")
 @click.option("--seed", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--seeds", default=None, help="Comma-separated seeds: every stream once per seed, "
+              "means reported (overrides --seed).")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               default=Path("bench-results/deploy"), show_default=True)
 @click.option("--quick", is_flag=True, help="sklearn digits, MLP, 3 methods, 3 updates: for CI.")
 def bench_deploy(templates: str, methods: str | None, updates: int, no_resnet: bool,
-                 values: str, seed: int, out_dir: Path, quick: bool) -> None:
+                 values: str, seed: int, seeds: str | None, out_dir: Path, quick: bool) -> None:
     """Full against sparse (top-k, random-k) and partial (DPU) updates: accuracy, bytes shipped,
     training time, replica apply time."""
     from rich.table import Table
@@ -709,31 +714,40 @@ def bench_deploy(templates: str, methods: str | None, updates: int, no_resnet: b
         write_plots,
     )
 
+    try:
+        seed_list = tuple(int(s) for s in (seeds or "").split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(f"'{seeds}' is not a comma-separated list of integers",
+                                 param_hint="--seeds") from None
+    if any(s < 0 for s in seed_list):
+        raise click.BadParameter("seeds must be 0 or more", param_hint="--seeds")
     settings = DeploySettings.quick() if quick else DeploySettings(
         templates=tuple(t for t in templates.split(",") if t),
         methods=tuple(m for m in (methods or ",".join(METHODS)).split(",") if m),
-        updates=updates, resnet=not no_resnet, values=values, seed=seed)
+        updates=updates, resnet=not no_resnet, values=values, seed=seed, seeds=seed_list)
     try:
         with console.status("training and deploying every method over the stream..."):
             result = run_deploy_bench(settings)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     for template, runs in result["streams"].items():
-        table = Table(title=f"{settings.dataset} stream, {template} ({settings.updates} updates; "
+        table = Table(title=f"{settings.dataset} stream, {template} ({settings.updates} updates, "
+                            f"seeds {','.join(map(str, settings.seeds or (settings.seed,)))}; "
                             f"load average {result['load_average'][0]:.2f})")
         for column in ("method", "final acc %", "prequential %", "bytes/update",
-                       "of full %", "paper bytes", "weights changed %", "train s/update",
-                       "replica apply ms"):
+                       "of full %", "paper bytes", "weights changed %", "shipped",
+                       "train s/update", "replica apply ms"):
             table.add_column(column, justify="right")
         full = runs.get("full")
         for method, run in runs.items():
             share = run["bytes_per_update"] / full["bytes_per_update"] if full else \
                 run["share_of_dense"]
-            table.add_row(method, f"{100 * run['final_accuracy']:.1f}",
+            spread = f" ± {100 * run['final_accuracy_sd']:.1f}" if len(run["seeds"]) > 1 else ""
+            table.add_row(method, f"{100 * run['final_accuracy']:.1f}{spread}",
                           f"{100 * run['mean_prequential']:.1f}",
                           f"{run['bytes_per_update']:,.0f}", f"{100 * share:.2f}",
                           f"{run['paper_bytes_per_update']:,.0f}",
-                          f"{100 * run['changed_share']:.2f}",
+                          f"{100 * run['changed_share']:.2f}", f"{run['shipped']:.1f}",
                           f"{run['train_s_per_update']:.2f}", f"{run['apply_ms']:.2f}")
         console.print(table)
     if result["resnet18"]:

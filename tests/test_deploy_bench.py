@@ -16,8 +16,8 @@ def test_bench_deploy_quick(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "deploy.json").read_text())
     runs = report["streams"]["mlp"]
-    assert set(runs) == {"full", "topk:0.01", "dpu:0.05"}
-    full, topk, dpu = runs["full"], runs["topk:0.01"], runs["dpu:0.05"]
+    assert set(runs) == {"full", "topk:0.01", "dpu:0.05", "dpu:0.05@q8"}
+    full, topk, dpu, q8 = runs["full"], runs["topk:0.01"], runs["dpu:0.05"], runs["dpu:0.05@q8"]
     for run in runs.values():
         assert run["updates"] == len(run["rows"]) == 3
         assert 0.2 < run["final_accuracy"] <= 1  # digits, 10 classes: well above chance
@@ -26,5 +26,22 @@ def test_bench_deploy_quick(tmp_path: Path) -> None:
     assert dpu["changed_share"] <= 0.05 + 0.01  # the mask (plus changed buffers, none here)
     assert dpu["bytes_per_update"] < 0.25 * full["bytes_per_update"]
     assert full["changed_share"] > 0.5
+    # int8-coded differences: under half of the fp32 patch (values a quarter, same indices)
+    shipped = [(a["bytes"], b["bytes"]) for a, b in zip(q8["rows"], dpu["rows"])
+               if a["changed"] and b["changed"]]
+    assert shipped and all(small < 0.5 * large for small, large in shipped)
+    assert q8["final_accuracy"] > 0.2
     assert (tmp_path / "deploy-mlp.png").stat().st_size > 1000
     assert report["resnet18"] is None
+
+
+def test_bench_deploy_names_a_bad_method_or_seed_list(tmp_path: Path) -> None:
+    for args, message in ((["--methods", "dpu:0.01@int4"], "unknown values 'int4'"),
+                          (["--methods", "dpu:2"], "ratio must be in (0, 1]"),
+                          (["--methods", "topk:x"], "'x' is not a number"),
+                          (["--seeds", "0,a"], "not a comma-separated list")):
+        result = CliRunner().invoke(cli, ["bench", "deploy", "--no-resnet", "--updates", "1",
+                                          "--out", str(tmp_path), *args])
+        assert result.exit_code == (2 if "--seeds" in args else 1), result.output
+        assert message in result.output, result.output
+        assert "Traceback" not in result.output

@@ -163,6 +163,31 @@ def test_patch_log_orders_publications_rollbacks_included(tmp_path: Path) -> Non
     assert decode(log.snapshot_bytes()).meta == META
 
 
+def test_q8_publications_round_afresh_from_the_published_state(tmp_path: Path) -> None:
+    """With q8 values each publication is the difference from the state replicas hold (the
+    rounded one), so after many publications a replica is within half a code step of the true
+    weights, not a sum of every step's error."""
+    log = PatchLog(tmp_path, "digits")
+    rng = torch.Generator().manual_seed(5)
+    states = [mlp_state()]
+    log.publish(1, states[0], meta=META, values="q8")
+    for version in range(2, 12):
+        states.append(nudge(states[-1], 0.05, rng))
+        log.publish(version, states[-1], values="q8")
+    held: dict[str, torch.Tensor] = {}
+    for entry in log.entries():
+        patch = decode(log.patch_bytes(entry.sequence))
+        held = apply(held, patch)  # checks the base and the result against the server's
+        assert entry.values == "q8" and state_sha256(held) == entry.sha256
+    last = decode(log.patch_bytes(log.entries()[-1].sequence))
+    steps = {c.name: c.scale for c in last.changes if c.scale is not None}
+    assert steps, "the last publication sent q8 codes"
+    for name, step in steps.items():
+        error = float((held[name] - states[-1][name]).abs().max())
+        assert error <= step / 2 * 1.001 + 1e-6, name
+    assert state_sha256(held) != state_sha256(states[-1])  # rounded, as documented
+
+
 @pytest.fixture
 def server(store: MongoStore, redis_url: str, tokens: dict[str, str], tmp_path: Path,
            monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, PatchLog, dict[str, str]]]:
@@ -415,9 +440,45 @@ def test_replica_http_answers_and_refuses_bad_requests(
     asyncio.run(exercise())
 
 
+def _format_1(header: dict, body: bytes) -> bytes:
+    """A format-1 blob (as earlier releases wrote them): JSON header, body, trailer."""
+    import hashlib
+    import struct
+
+    head = json.dumps(header, separators=(",", ":")).encode()
+    content = b"MCIP" + struct.pack("<HH", 1, len(head)) + head + body
+    return content + hashlib.sha256(content).digest()
+
+
+def _format_1_header(base: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+                     index_bytes: int) -> dict:
+    return {"base_version": 1, "target_version": 2, "base_sha256": state_sha256(base),
+            "target_sha256": state_sha256(target), "sequence": 7, "removed": [], "meta": META,
+            "values": "fp32", "tensors": [{"name": "w", "shape": [1000], "dtype": "float32",
+                                           "count": 3, "index_width": 1,
+                                           "index_bytes": index_bytes,
+                                           "value_dtype": "float32", "value_bytes": 12}]}
+
+
+def test_format_1_patches_of_earlier_releases_still_apply() -> None:
+    import zlib
+
+    import numpy as np
+
+    base = {"w": torch.zeros(1000)}
+    target = {"w": base["w"].clone()}
+    target["w"][[1, 2, 900]] = torch.tensor([1.0, -2.0, 3.0])
+    gaps = zlib.compress(np.array([1, 1, 898], dtype="<u2").tobytes(), 6)
+    header = _format_1_header(base, target, len(gaps))
+    header["tensors"][0]["index_width"] = 2
+    patch = decode(_format_1(header, gaps + target["w"][[1, 2, 900]].numpy().tobytes()))
+    assert (patch.sequence, patch.meta) == (7, META)
+    assert state_sha256(apply(base, patch)) == state_sha256(target)
+
+
 def test_a_patch_whose_indices_inflate_beyond_their_count_is_refused() -> None:
     """A well-formed blob (valid trailer) whose index data would inflate to 100 MB is refused
-    without inflating it."""
+    without inflating it, in either format."""
     import hashlib
     import struct
     import zlib
@@ -425,14 +486,110 @@ def test_a_patch_whose_indices_inflate_beyond_their_count_is_refused() -> None:
     base = {"w": torch.zeros(1000)}
     target = {"w": base["w"].clone()}
     target["w"][[1, 2, 3]] = 1.0
-    blob = encode(diff(base, target, base_version=1, target_version=2))
-    header_len = struct.unpack_from("<HH", blob, 4)[1]
-    header = json.loads(blob[8:8 + header_len])
-    entry = header["tensors"][0]
     bomb = zlib.compress(b"\x01" * 100_000_000, 9)
-    values = blob[8 + header_len + entry["index_bytes"]:-32]
-    entry["index_bytes"] = len(bomb)
-    head = json.dumps(header, separators=(",", ":")).encode()
-    content = b"MCIP" + struct.pack("<HH", 1, len(head)) + head + bomb + values
+    blob = _format_1(_format_1_header(base, target, len(bomb)), bomb + bytes(12))
     with pytest.raises(PatchError, match="4 indices, expected 3"):
+        decode(blob)
+    # Format 2: a packed section that claims to unpack to more than deflate can yield.
+    good = encode(diff(base, target, base_version=1, target_version=2))
+    content = b"MCIP" + struct.pack("<HBII", 2, 1, len(bomb), 2_000_000_000) + bomb + bytes(12)
+    with pytest.raises(PatchError, match="claims 2000000000 bytes"):
         decode(content + hashlib.sha256(content).digest())
+    assert decode(good).changes[0].indices.tolist() == [1, 2, 3]
+
+
+def _reframed(blob: bytes, section: bytes) -> bytes:
+    """``blob`` (format 2) with its packed section replaced by ``section``, stored."""
+    import hashlib
+    import struct
+
+    _, _, _, packed_len, _ = struct.unpack_from("<4sHBII", blob)
+    raw = blob[15 + packed_len:-32]
+    content = b"MCIP" + struct.pack("<HBII", 2, 0, len(section), len(section)) + section + raw
+    return content + hashlib.sha256(content).digest()
+
+
+def _section(blob: bytes) -> bytearray:
+    import lzma
+    import struct
+    import zlib
+
+    _, _, packing, packed_len, size = struct.unpack_from("<4sHBII", blob)
+    packed = blob[15:15 + packed_len]
+    if packing == 1:
+        return bytearray(zlib.decompress(packed))
+    if packing == 2:
+        return bytearray(lzma.decompress(packed, format=lzma.FORMAT_RAW, filters=[
+            {"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]))
+    return bytearray(packed)
+
+
+def test_format_2_refuses_indices_out_of_range_or_order_and_bad_fields() -> None:
+    import struct
+
+    base = {"w": torch.zeros(1000), "b": torch.zeros(4)}
+    target = {k: v.clone() for k, v in base.items()}
+    target["w"][[5, 6, 700]] = 1.0
+    blob = encode(diff(base, target, base_version=1, target_version=2))
+    section = _section(blob)
+    assert decode(_reframed(blob, bytes(section))).changes[0].indices.tolist() == [5, 6, 700]
+    header_len = struct.unpack_from("<I", section)[0]
+    indices_at = 4 + header_len + 64
+    assert section[indices_at:indices_at + 4] == bytes([5, 1, 0xB6, 0x05])  # 5, 1, 694
+    cases = {bytes([5, 0, 0xB6, 0x05]): "out of order",        # a repeated index
+             bytes([5, 1, 0xE6, 0x07]): "beyond its 1000",     # 5 + 1 + 998 = 1004
+             bytes([5, 1, 0xB6, 0x85]): "ends after 2 of 3"}   # the last number never ends
+    for stream, message in cases.items():
+        broken = section[:indices_at] + stream + section[indices_at + 4:]
+        with pytest.raises(PatchError, match=message):
+            decode(_reframed(blob, bytes(broken)))
+    header = json.loads(section[4:4 + header_len])
+    for field, value, message in (("tensors", [["w", [1000], "float32", 3, "x", "float32"]],
+                                   "unknown layout 'x'"),
+                                  ("tensors", [["w", [10], "float32", 30, "s", "float32"]],
+                                   "30 values for shape"),
+                                  ("values", "int3", "unknown values")):
+        changed = dict(header, **{field: value})
+        head = json.dumps(changed).encode()
+        broken = struct.pack("<I", len(head)) + head + section[4 + header_len:]
+        with pytest.raises(PatchError, match=message):
+            decode(_reframed(blob, bytes(broken)))
+
+
+def test_q8_values_ship_int8_codes_of_the_change_and_apply_bit_exactly() -> None:
+    rng = torch.Generator().manual_seed(4)
+    base = {"w": torch.randn(200_000, generator=rng), "steps": torch.tensor(3),
+            "d": torch.randn(50, dtype=torch.float64, generator=rng)}
+    target = nudge(base, 0.01, rng)
+    target["w"][7] += 1e-6  # far below half a code step: not sent
+    target["steps"] += 1
+    target["head"] = torch.randn(4, 3, generator=rng)  # new: travels whole, fp32
+    exact = diff(base, target, base_version=1, target_version=2)
+    q8 = diff(base, target, base_version=1, target_version=2, values="q8", meta=META)
+    blob = encode(q8)
+    assert len(blob) < 0.45 * len(encode(exact))
+    restored = decode(blob)
+    assert restored.values == "q8" and restored.meta == META
+    result = apply(base, restored)  # checks both checksums
+    assert state_sha256(result) == q8.target_sha256 == state_sha256(apply(base, q8))
+    w = next(c for c in restored.changes if c.name == "w")
+    assert w.values.dtype == torch.int8 and w.scale is not None and 7 not in w.indices.tolist()
+    changed = next(c for c in exact.changes if c.name == "w").indices
+    error = (result["w"] - target["w"])[changed].abs()
+    assert float(error.max()) <= w.scale / 2 * 1.001 + 1e-6  # within half a code step
+    untouched = torch.ones(len(base["w"]), dtype=torch.bool)
+    untouched[changed] = False
+    assert torch.equal(result["w"][untouched], base["w"][untouched])
+    for name in ("steps", "d", "head"):  # not float32 sparse: exact
+        assert torch.equal(result[name], target[name]), name
+    assert paper_bits(q8) < 0.45 * paper_bits(exact)  # 8 bits a value, not 32; same indices
+
+
+def test_q8_keeps_non_finite_changes_exact() -> None:
+    base = {"w": torch.zeros(100)}
+    target = {"w": base["w"].clone()}
+    target["w"][[3, 4]] = torch.tensor([float("inf"), 0.5])
+    patch = diff(base, target, base_version=1, target_version=2, values="q8")
+    assert patch.changes[0].scale is None
+    result = apply(base, decode(encode(patch)))
+    assert torch.equal(result["w"], target["w"])

@@ -418,9 +418,13 @@ class DeploymentConfig(Section):
     publish_patches: bool = Field(
         True, description="Publish each new champion as a weight patch for replicas "
         "(`modelci-e replica`): GET /api/services/{name}/patches and a Redis notice.")
-    patch_values: choice("patch values", ("fp32", "fp16")) = Field(  # type: ignore[valid-type]
-        "fp32", description="How patches carry weights: fp32 (bit-exact) or fp16 (half the "
-        "bytes; replicas then hold the fp16-rounded weights).")
+    patch_values: choice(  # type: ignore[valid-type]
+        "patch values", ("fp32", "fp16", "q8")) = Field(
+        "fp32", description="How patches carry weights: fp32 (bit-exact), fp16 (half the "
+        "value bytes; replicas hold the fp16-rounded weights) or q8 (a quarter: each changed "
+        "weight's difference as an int8 code of a per-tensor step; replicas hold the weights "
+        "so rounded, each publication rounding afresh from the published state, so errors do "
+        "not add up).")
 
 
 class AnnotatorConfig(Section):

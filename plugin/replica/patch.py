@@ -4,22 +4,44 @@ replicas over thin links, and checked end to end.
 A :class:`Patch` takes a model state (``name -> tensor``) from ``base_version`` to
 ``target_version``. Each changed tensor is either *sparse* (the flat indices whose bits changed
 and their new values) or *full* (a new or reshaped tensor, e.g. a classifier head grown for new
-classes); removed tensors are listed. Applying sets values (it never adds deltas), so the result
-is bit-exact whatever the float arithmetic of the sender. A *snapshot* is the patch from the
-empty state (``base_version`` 0, every tensor full).
+classes); removed tensors are listed. Applying sets values, so the result is bit-exact whatever
+the float arithmetic of the sender; a ``q8`` patch (below) adds int8-coded differences in
+float32, which is as exact on every IEEE machine. A *snapshot* is the patch from the empty state
+(``base_version`` 0, every tensor full).
 
-Wire format (little-endian)::
+Wire format 2 (little-endian)::
 
-    b"MCIP" | u16 format (1) | u16 header bytes | header (JSON, UTF-8) | body | sha256 (32 bytes)
+    b"MCIP" | u16 format (2) | u8 packing | u32 packed bytes | u32 unpacked bytes
+    | packed section | raw values | sha256 (32 bytes)
 
-The header names the versions, the model's metadata (template, classes...), the ``sha256`` of
-the base and of the resulting state (:class:`StateDigest`) and, per tensor, its dtype, shape and
-byte counts in the body. Per sparse tensor the body holds its indices, delta-encoded (first index,
-then gaps) in the narrowest unsigned integer that holds them and zlib-compressed, then its
-values as raw fp32, or fp16 for a patch made with ``values="fp16"`` (floating tensors only; the
-resulting state is then the base with the fp16-rounded values, and ``target_sha256`` is that
-state's).
-The trailing sha256 covers every byte before it, so a corrupted patch is refused before use.
+The packed section is stored as is, deflated or lzma'd (raw LZMA2), whichever is smallest, and
+unpacks to::
+
+    u32 header bytes | header (JSON) | base sha256 (32) | target sha256 (32)
+    | index gaps (LEB128) | q8 tensors (f32 scale, int8 codes)
+
+The header names the versions, the publication's sequence, the model's metadata (template,
+classes...), removed tensors and, per changed tensor, ``[name, shape, dtype, count, layout,
+codec]`` (layout ``s`` sparse or ``f`` full; codec the dtype its values travel in, or ``q8``).
+The two checksums are of the base and of the resulting state (:class:`StateDigest`). Each sparse
+tensor's indices are its first index then the gaps between them, as LEB128 varints (one byte
+for a gap under 128), all tensors in one stream, so one compressor sees every index. Values
+travel raw after the packed section (fp32 values do not compress), except q8 codes, which are
+packed. ``values`` picks how floating values travel:
+
+- ``fp32``: as they are (bit-exact);
+- ``fp16``: rounded to fp16 (half the value bytes); the resulting state is the base with the
+  rounded values, and ``target_sha256`` is that state's;
+- ``q8``: each sparse float32 tensor's *differences* as int8 codes with one float32 scale per
+  tensor (the largest difference / 127); an entry becomes ``old + code * scale`` and entries
+  whose code is 0 are not sent. A quarter of the value bytes; the error per entry is at most
+  half a scale step, so large changes travel almost exactly and the smallest are dropped.
+  Whole (new or reshaped) tensors travel fp32.
+
+The trailing sha256 covers every byte before it, so a corrupted patch is refused before use;
+a packed section that claims to unpack to more than its packing can yield is refused before it
+is unpacked. :func:`decode` also reads format 1 (a JSON header, zlib'd fixed-width gaps per
+tensor), which earlier releases wrote.
 
 Sizes are reported two ways: as the DPU paper counts them, ``S_w * k * I + S_x(k) * I`` bits
 (value bits per changed weight, plus the bits to say which ``k * I`` of the ``I`` weights
@@ -43,6 +65,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import lzma
 import math
 import struct
 import zlib
@@ -54,7 +77,7 @@ import torch
 from torch import Tensor
 
 MAGIC = b"MCIP"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 _DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "float16": torch.float16, "float64": torch.float64,
     "bfloat16": torch.bfloat16, "int64": torch.int64, "int32": torch.int32,
@@ -63,7 +86,7 @@ _NAMES = {dtype: name for name, dtype in _DTYPES.items()}
 _BITS_VIEW = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 
 State = dict[str, Tensor]
-Values = Literal["fp32", "fp16"]
+Values = Literal["fp32", "fp16", "q8"]
 
 
 class PatchError(ValueError):
@@ -73,13 +96,16 @@ class PatchError(ValueError):
 @dataclass
 class TensorChange:
     """How one tensor changes: ``indices`` (flat, sorted) and their new ``values``; or, with
-    ``indices`` None, ``values`` is the whole new tensor."""
+    ``indices`` None, ``values`` is the whole new tensor. With ``scale`` set (a ``q8`` patch's
+    sparse float32 tensors), ``values`` are int8 codes of the change instead: each entry
+    becomes ``old + code * scale``, in float32 arithmetic on both sides."""
 
     name: str
     shape: tuple[int, ...]
     dtype: str
     values: Tensor
     indices: Tensor | None = None
+    scale: float | None = None
 
     @property
     def full(self) -> bool:
@@ -97,7 +123,8 @@ class Patch:
     meta: dict[str, Any] = field(default_factory=dict)
     """Model metadata the receiver needs to rebuild the network (template, classes...)."""
     values: Values = "fp32"
-    """How floating values travel: fp32, or fp16 (rounded by :func:`diff`)."""
+    """How floating values travel: fp32, fp16 (rounded by :func:`diff`) or q8 (sparse float32
+    changes as int8 codes of the difference, see :func:`diff`)."""
     sequence: int = 0
     """Its place in the publisher's order (1, 2, ...): a rollback publishes an older model
     version as a newer patch, so receivers order patches by this, not by version."""
@@ -230,15 +257,37 @@ def diff(base: State, target: State, *, base_version: int, target_version: int,
         if len(indices):
             changes.append(TensorChange(name, tuple(new.shape), _NAMES[new.dtype],
                                         new.reshape(-1)[indices].clone(), indices))
+    if values == "q8":
+        changes = [change for change in map(lambda c: _quantized(base, c), changes)
+                   if change.values.numel() or change.full]
     patch = Patch(base_version, target_version, state_sha256(base), "", changes,
                   sorted(set(base) - set(target)), dict(meta or {}), values)
     if values == "fp16":
         for change in patch.changes:
             if change.values.dtype in (torch.float32, torch.float64):
                 change.values = change.values.to(torch.float16).to(change.values.dtype)
-    patch.target_sha256 = state_sha256(apply(base, patch, check=False)) if values == "fp16" \
+    patch.target_sha256 = state_sha256(apply(base, patch, check=False)) if values != "fp32" \
         else state_sha256(target)
     return patch
+
+
+def _quantized(base: State, change: TensorChange) -> TensorChange:
+    """``change`` with its values as int8 codes of the difference (``scale`` = the largest
+    absolute difference / 127, round to nearest); entries whose code is 0 are dropped. Whole
+    tensors, non-float32 ones and non-finite differences keep exact values."""
+    if change.full or change.dtype != "float32":
+        return change
+    assert change.indices is not None
+    old = base[change.name].detach().reshape(-1)[change.indices]
+    delta = change.values - old
+    top = float(delta.abs().max()) if len(delta) else 0.0
+    scale = torch.tensor(top / 127, dtype=torch.float32)
+    if not math.isfinite(top) or float(scale) == 0.0 or not math.isfinite(float(scale)):
+        return change
+    codes = torch.round(delta / scale).clamp_(-127, 127).to(torch.int8)
+    keep = codes != 0
+    return TensorChange(change.name, change.shape, change.dtype, codes[keep],
+                        change.indices[keep], float(scale))
 
 
 def snapshot(state: State, version: int, meta: dict[str, Any] | None = None) -> Patch:
@@ -270,7 +319,14 @@ def apply(state: State, patch: Patch, *, check: bool = True, inplace: bool = Fal
                              f"{list(change.shape)}, the state has "
                              f"{None if current is None else list(current.shape)}")
         tensor = current if inplace else current.clone()
-        tensor.view(-1)[change.indices] = change.values.to(dtype)
+        if change.scale is not None:
+            if dtype != torch.float32:
+                raise PatchError(f"tensor '{change.name}': q8 codes for a {change.dtype} tensor")
+            flat = tensor.view(-1)
+            flat[change.indices] = flat[change.indices] + change.values.to(torch.float32) \
+                * torch.tensor(change.scale, dtype=torch.float32)
+        else:
+            tensor.view(-1)[change.indices] = change.values.to(dtype)
         out[change.name] = tensor
     if check and state_sha256(out) != patch.target_sha256:
         raise PatchError(f"patch {patch.base_version}->{patch.target_version}: the result's "
@@ -280,60 +336,228 @@ def apply(state: State, patch: Patch, *, check: bool = True, inplace: bool = Fal
 
 # -- the wire format ---------------------------------------------------------------------------
 
-def _gap_width(gaps: np.ndarray) -> int:
-    """Bytes per gap: the narrowest unsigned integer that holds the largest one."""
-    top = int(gaps.max(initial=0))
-    return next(width for width in (1, 2, 4, 8) if top < 1 << (8 * width))
+_HEAD = struct.Struct("<4sHBII")  # magic, format, packing, packed bytes, unpacked bytes
+_STORED, _ZLIB, _LZMA = 0, 1, 2
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME}]
+_LZMA_LIMIT = 1 << 20
+"""lzma is tried only on packed sections up to 1 MiB (it is slow on large ones), and a decoder
+refuses an lzma section that claims more."""
+_ZLIB_RATIO = 1032
+"""Deflate's largest expansion: a zlib section claiming more than this times its size is
+refused before it is inflated."""
+_MAX_VARINT = 10
+
+
+def _varints(numbers: np.ndarray) -> bytes:
+    """LEB128: 7 bits per byte, low bits first, the top bit set on all but a number's last byte
+    (vectorised)."""
+    numbers = numbers.astype(np.uint64)
+    lengths = np.ones(len(numbers), dtype=np.int64)
+    for shift in range(7, 64, 7):
+        lengths += numbers >= np.uint64(1 << shift)
+    ends = np.cumsum(lengths)
+    out = np.empty(int(ends[-1]) if len(numbers) else 0, dtype=np.uint8)
+    starts = ends - lengths
+    for j in range(int(lengths.max(initial=0))):
+        live = lengths > j
+        low = (numbers[live] >> np.uint64(7 * j)) & np.uint64(0x7F)
+        more = (lengths[live] > j + 1).astype(np.uint64) << np.uint64(7)
+        out[starts[live] + j] = (low | more).astype(np.uint8)
+    return out.tobytes()
+
+
+def _read_varints(data: np.ndarray, count: int) -> tuple[np.ndarray, int]:
+    """The first ``count`` LEB128 numbers of ``data`` (uint8) and the bytes they took."""
+    if count == 0:
+        return np.zeros(0, dtype=np.uint64), 0
+    ends = np.flatnonzero(data < 0x80)[:count]
+    if len(ends) < count:
+        raise PatchError(f"index data ends after {len(ends)} of {count} numbers")
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    lengths = ends - starts + 1
+    if int(lengths.max()) >= _MAX_VARINT:
+        raise PatchError("index data holds a number longer than 64 bits")
+    numbers = np.zeros(count, dtype=np.uint64)
+    for j in range(int(lengths.max())):
+        live = lengths > j
+        numbers[live] |= (data[starts[live] + j] & np.uint8(0x7F)).astype(np.uint64) \
+            << np.uint64(7 * j)
+    return numbers, int(ends[-1]) + 1
+
+
+def _pack(section: bytes) -> tuple[int, bytes]:
+    """The smallest of the section stored, deflated and (up to 1 MiB) lzma'd."""
+    options = [(_STORED, section), (_ZLIB, zlib.compress(section, 9))]
+    if len(section) <= _LZMA_LIMIT:
+        options.append((_LZMA, lzma.compress(section, format=lzma.FORMAT_RAW,
+                                             filters=_LZMA_FILTERS)))
+    return min(options, key=lambda option: len(option[1]))
+
+
+def _unpack(packing: int, packed: bytes, size: int) -> bytes:
+    if packing == _STORED:
+        section = packed
+    elif packing == _ZLIB:
+        if size > _ZLIB_RATIO * len(packed) + 64:
+            raise PatchError(f"packed section claims {size} bytes from {len(packed)}")
+        section = zlib.decompressobj().decompress(packed, size)
+    elif packing == _LZMA:
+        if size > _LZMA_LIMIT:
+            raise PatchError(f"lzma section claims {size} bytes (at most {_LZMA_LIMIT})")
+        section = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=_LZMA_FILTERS).decompress(
+            packed, size)
+    else:
+        raise PatchError(f"unknown packing {packing}")
+    if len(section) != size:
+        raise PatchError(f"packed section holds {len(section)} bytes, expected {size}")
+    return section
+
+
+def _stored_values(patch: Patch, change: TensorChange) -> Tensor:
+    stored = change.values.detach().reshape(-1)
+    if patch.values == "fp16" and stored.dtype in (torch.float32, torch.float64):
+        stored = stored.to(torch.float16)
+    return stored
 
 
 def encode(patch: Patch) -> bytes:
     """The wire bytes of ``patch`` (see the module doc)."""
-    body = bytearray()
-    tensors = []
+    tensors, indices, codes, raw = [], bytearray(), bytearray(), bytearray()
     for change in patch.changes:
-        entry: dict[str, Any] = {"name": change.name, "shape": list(change.shape),
-                                 "dtype": change.dtype, "count": int(change.values.numel())}
-        if not change.full:
+        if change.full:
+            layout = "f"
+        else:
             assert change.indices is not None
-            indices = change.indices.numpy().astype(np.int64)
-            gaps = np.diff(indices, prepend=0)
-            if len(gaps) and gaps[1:].min(initial=1) <= 0:
+            layout = "s"
+            flat = change.indices.numpy().astype(np.int64)
+            gaps = np.diff(flat, prepend=0)
+            if len(gaps) and (gaps[0] < 0 or gaps[1:].min(initial=1) <= 0):
                 raise ValueError(f"tensor '{change.name}': indices must be sorted and unique")
-            width = _gap_width(gaps)
-            packed = zlib.compress(gaps.astype(f"<u{width}").tobytes(), 6)
-            entry["index_width"] = width
-            entry["index_bytes"] = len(packed)
-            body += packed
-        stored = change.values.detach().reshape(-1)
-        if patch.values == "fp16" and stored.dtype in (torch.float32, torch.float64):
-            stored = stored.to(torch.float16)
-        entry["value_dtype"] = _NAMES[stored.dtype]
-        data = bytes(_bytes(stored))
-        entry["value_bytes"] = len(data)
-        body += data
-        tensors.append(entry)
+            indices += _varints(gaps)
+        if change.scale is not None:
+            codec = "q8"
+            codes += struct.pack("<f", change.scale)
+            codes += change.values.to(torch.int8).numpy().tobytes()
+        else:
+            stored = _stored_values(patch, change)
+            codec = _NAMES[stored.dtype]
+            raw += _bytes(stored)
+        tensors.append([change.name, list(change.shape), change.dtype,
+                        int(change.values.numel()), layout, codec])
     header = json.dumps({"base_version": patch.base_version,
-                         "target_version": patch.target_version,
-                         "base_sha256": patch.base_sha256, "target_sha256": patch.target_sha256,
-                         "sequence": patch.sequence, "removed": patch.removed,
-                         "meta": patch.meta, "values": patch.values, "tensors": tensors},
-                        separators=(",", ":")).encode()
-    if len(header) > 0xFFFF:
-        raise ValueError(f"patch header of {len(header)} bytes exceeds 65535 (too many tensors)")
-    blob = MAGIC + struct.pack("<HH", FORMAT_VERSION, len(header)) + header + bytes(body)
+                         "target_version": patch.target_version, "sequence": patch.sequence,
+                         "values": patch.values, "removed": patch.removed, "meta": patch.meta,
+                         "tensors": tensors}, separators=(",", ":")).encode()
+    section = (struct.pack("<I", len(header)) + header + bytes.fromhex(patch.base_sha256 or
+                                                                        "0" * 64)
+               + bytes.fromhex(patch.target_sha256 or "0" * 64) + bytes(indices) + bytes(codes))
+    packing, packed = _pack(section)
+    blob = _HEAD.pack(MAGIC, FORMAT_VERSION, packing, len(packed), len(section)) + packed \
+        + bytes(raw)
     return blob + hashlib.sha256(blob).digest()
 
 
 def decode(blob: bytes) -> Patch:
-    """The patch in ``blob``; :class:`PatchError` naming what is wrong if it is not one."""
+    """The patch in ``blob``; :class:`PatchError` naming what is wrong if it is not one.
+    Reads format 2 and the format 1 of earlier releases (patches kept in a patch log)."""
     if len(blob) < 8 + 32 or blob[:4] != MAGIC:
         raise PatchError("not a modelci-e patch (bad magic or too short)")
     content, trailer = blob[:-32], blob[-32:]
     if hashlib.sha256(content).digest() != trailer:
         raise PatchError("patch corrupt: its sha256 does not match its bytes")
-    version, header_len = struct.unpack_from("<HH", content, 4)
+    (version,) = struct.unpack_from("<H", content, 4)
+    if version == 1:
+        return _decode_v1(content)
     if version != FORMAT_VERSION:
-        raise PatchError(f"patch format {version} is not supported (expected {FORMAT_VERSION})")
+        raise PatchError(f"patch format {version} is not supported (expected 1 or "
+                         f"{FORMAT_VERSION})")
+    try:
+        return _decode_v2(content)
+    except PatchError:
+        raise
+    except (KeyError, ValueError, TypeError, IndexError, struct.error, zlib.error,
+            lzma.LZMAError) as exc:
+        raise PatchError(f"malformed patch: {type(exc).__name__}: {exc}") from None
+
+
+def _decode_v2(content: bytes) -> Patch:
+    _, _, packing, packed_len, size = _HEAD.unpack_from(content)
+    start = _HEAD.size
+    if start + packed_len > len(content):
+        raise PatchError(f"packed section of {packed_len} bytes overruns the patch")
+    section = _unpack(packing, content[start:start + packed_len], size)
+    raw, raw_at = memoryview(content)[start + packed_len:], 0
+    (header_len,) = struct.unpack_from("<I", section)
+    header = json.loads(section[4:4 + header_len])
+    at = 4 + header_len
+    base_sha, target_sha = section[at:at + 32].hex(), section[at + 32:at + 64].hex()
+    at += 64
+    entries = header["tensors"]
+    for name, shape, _, count, layout, _ in entries:
+        size_of = math.prod(int(s) for s in shape)
+        if layout not in ("s", "f"):
+            raise PatchError(f"tensor '{name}': unknown layout '{layout}'")
+        if int(count) < 0 or int(count) > size_of or (layout == "f" and count != size_of):
+            raise PatchError(f"tensor '{name}': {count} values for shape {list(shape)}")
+    sparse = [entry for entry in entries if entry[4] == "s"]
+    counts = [int(entry[3]) for entry in sparse]
+    stream = np.frombuffer(section, dtype=np.uint8, offset=at)
+    gaps, used = _read_varints(stream, sum(counts))
+    at += used
+    starts = np.cumsum([0, *counts])
+    changes: list[TensorChange] = []
+    which = 0  # sparse tensors read so far
+    for name, shape, dtype_name, count, layout, codec in entries:
+        count, shape, dtype = int(count), tuple(int(s) for s in shape), _DTYPES[dtype_name]
+        size_of = math.prod(shape)
+        indices = None
+        if layout == "s":
+            tensor_gaps = gaps[starts[which]:starts[which + 1]].astype(np.int64)
+            which += 1
+            if count and ((tensor_gaps[1:] <= 0).any() or tensor_gaps[0] < 0
+                          or (tensor_gaps >= size_of).any()
+                          or float(tensor_gaps.sum(dtype=np.float64)) >= size_of):
+                raise PatchError(f"tensor '{name}': indices out of order or beyond its "
+                                 f"{size_of} entries")
+            flat = np.cumsum(tensor_gaps)
+            indices = torch.from_numpy(flat)
+        scale = None
+        if codec == "q8":
+            if dtype != torch.float32:
+                raise PatchError(f"tensor '{name}': q8 values for a {dtype_name} tensor")
+            (scale,) = struct.unpack_from("<f", section, at)
+            data = section[at + 4:at + 4 + count]
+            at += 4 + count
+            values = torch.frombuffer(bytearray(data), dtype=torch.int8) if count else \
+                torch.empty(0, dtype=torch.int8)
+        else:
+            stored = _DTYPES[codec]
+            view = torch.int16 if stored == torch.bfloat16 else stored
+            nbytes = count * torch.empty(0, dtype=view).element_size()
+            data = raw[raw_at:raw_at + nbytes]
+            raw_at += nbytes
+            values = torch.frombuffer(bytearray(data), dtype=view) if nbytes else \
+                torch.empty(0, dtype=view)
+            if stored == torch.bfloat16:
+                values = values.view(torch.bfloat16)
+            values = values.to(dtype)
+        if values.numel() != count:
+            raise PatchError(f"tensor '{name}': {values.numel()} values, expected {count}")
+        changes.append(TensorChange(name, shape, dtype_name, values, indices, scale))
+    if at != len(section) or raw_at != len(raw):
+        raise PatchError(f"patch has {len(section) - at + len(raw) - raw_at} bytes left over")
+    values_kind = header["values"]
+    if values_kind not in ("fp32", "fp16", "q8"):
+        raise PatchError(f"unknown values '{values_kind}'")
+    return Patch(int(header["base_version"]), int(header["target_version"]), base_sha,
+                 target_sha, changes, list(header["removed"]), dict(header["meta"]),
+                 values_kind, int(header["sequence"]))
+
+
+def _decode_v1(content: bytes) -> Patch:
+    """Format 1: a JSON header, then per tensor its zlib'd fixed-width index gaps and raw
+    values (earlier releases wrote it; patch logs may still hold such patches)."""
+    _, header_len = struct.unpack_from("<HH", content, 4)
     try:
         header = json.loads(content[8:8 + header_len])
         offset = 8 + header_len
@@ -380,14 +604,22 @@ def decode(blob: bytes) -> Patch:
         raise PatchError(f"malformed patch: {type(exc).__name__}: {exc}") from None
 
 
-def paper_bits(patch: Patch, value_bits: int = 32) -> float:
+def paper_bits(patch: Patch, value_bits: int | None = None) -> float:
     """The patch's size as the DPU paper counts it: ``S_w * k * I + S_x(k) * I`` bits, with
     ``S_x(k) * I = log2(C(I, k * I))`` per tensor (which entries changed) and full tensors at
-    ``S_w`` bits per entry."""
+    ``S_w`` bits per entry. ``S_w``: ``value_bits``, else as the patch carries them (32 for
+    fp32, 16 for fp16 floats, 8 for q8 codes plus a 32-bit scale per tensor)."""
     bits = 0.0
     for change in patch.changes:
         k = int(change.values.numel())
-        bits += value_bits * k
+        if value_bits is not None:
+            bits += value_bits * k
+        elif change.scale is not None:
+            bits += 8 * k + 32
+        elif patch.values == "fp16" and change.dtype in ("float32", "float64"):
+            bits += 16 * k
+        else:
+            bits += 8 * _DTYPES[change.dtype].itemsize * k
         if not change.full:
             total = math.prod(change.shape)
             bits += (math.lgamma(total + 1) - math.lgamma(k + 1)
