@@ -593,3 +593,20 @@ def test_q8_keeps_non_finite_changes_exact() -> None:
     assert patch.changes[0].scale is None
     result = apply(base, decode(encode(patch)))
     assert torch.equal(result["w"], target["w"])
+
+
+def test_index_varints_round_trip_at_every_length() -> None:
+    import numpy as np
+
+    from plugin.replica.patch import _read_varints, _varints
+
+    rng = np.random.default_rng(0)
+    edges = np.array([0, 1, 127, 128, 16383, 16384, (1 << 35) - 1, 1 << 35, (1 << 63) - 1],
+                     dtype=np.uint64)
+    for numbers in (edges, rng.integers(0, 2, 5000, dtype=np.uint64),  # all one byte
+                    rng.integers(0, 1 << 40, 5000, dtype=np.uint64)):
+        data = _varints(numbers)
+        back, used = _read_varints(np.frombuffer(data + b"\x07\x09", dtype=np.uint8),
+                                   len(numbers))
+        assert used == len(data) and np.array_equal(back, numbers)
+    assert len(_varints(edges)) == 1 + 1 + 1 + 2 + 2 + 3 + 5 + 6 + 9

@@ -352,8 +352,11 @@ def _varints(numbers: np.ndarray) -> bytes:
     """LEB128: 7 bits per byte, low bits first, the top bit set on all but a number's last byte
     (vectorised)."""
     numbers = numbers.astype(np.uint64)
+    top = int(numbers.max(initial=0))
+    if top < 0x80:  # every number one byte (gaps under 128: the common case)
+        return numbers.astype(np.uint8).tobytes()
     lengths = np.ones(len(numbers), dtype=np.int64)
-    for shift in range(7, 64, 7):
+    for shift in range(7, top.bit_length(), 7):
         lengths += numbers >= np.uint64(1 << shift)
     ends = np.cumsum(lengths)
     out = np.empty(int(ends[-1]) if len(numbers) else 0, dtype=np.uint8)
@@ -370,24 +373,28 @@ def _read_varints(data: np.ndarray, count: int) -> tuple[np.ndarray, int]:
     """The first ``count`` LEB128 numbers of ``data`` (uint8) and the bytes they took."""
     if count == 0:
         return np.zeros(0, dtype=np.uint64), 0
-    ends = np.flatnonzero(data < 0x80)[:count]
+    head = data[:count]
+    if len(head) == count and int(head.max()) < 0x80:  # every number one byte (gaps < 128)
+        return head.astype(np.uint64), count
+    ends = np.flatnonzero(data[:count * _MAX_VARINT] < 0x80)[:count]
     if len(ends) < count:
         raise PatchError(f"index data ends after {len(ends)} of {count} numbers")
+    used = int(ends[-1]) + 1
     starts = np.concatenate([[0], ends[:-1] + 1])
-    lengths = ends - starts + 1
-    if int(lengths.max()) >= _MAX_VARINT:
+    if int((ends - starts).max()) >= _MAX_VARINT - 1:
         raise PatchError("index data holds a number longer than 64 bits")
-    numbers = np.zeros(count, dtype=np.uint64)
-    for j in range(int(lengths.max())):
-        live = lengths > j
-        numbers[live] |= (data[starts[live] + j] & np.uint8(0x7F)).astype(np.uint64) \
-            << np.uint64(7 * j)
-    return numbers, int(ends[-1]) + 1
+    owner = np.zeros(used, dtype=np.int64)  # which number each byte belongs to
+    owner[starts[1:]] = 1
+    owner = np.cumsum(owner)
+    shifts = ((np.arange(used) - starts[owner]) * 7).astype(np.uint64)
+    parts = (data[:used] & np.uint8(0x7F)).astype(np.uint64) << shifts
+    return np.bitwise_or.reduceat(parts, starts), used
 
 
 def _pack(section: bytes) -> tuple[int, bytes]:
     """The smallest of the section stored, deflated and (up to 1 MiB) lzma'd."""
-    options = [(_STORED, section), (_ZLIB, zlib.compress(section, 9))]
+    options = [(_STORED, section),
+               (_ZLIB, zlib.compress(section, 9 if len(section) <= _LZMA_LIMIT else 6))]
     if len(section) <= _LZMA_LIMIT:
         options.append((_LZMA, lzma.compress(section, format=lzma.FORMAT_RAW,
                                              filters=_LZMA_FILTERS)))
