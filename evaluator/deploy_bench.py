@@ -51,7 +51,12 @@ from model_factory.training import fit_experience
 from plugin.replica.patch import StateDigest, apply, decode, diff, encode, paper_bits
 
 METHODS = ("full", "full-warm", "topk:0.01", "topk:0.001", "topk:0.0001", "randomk:0.01",
-           "dpu:0.0075", "dpu:0.01", "dpu:0.05", "dpu:0.1")
+           "dpu:0.0075", "dpu:0.01", "dpu:0.01@fp16", "dpu:0.01@q8", "dpu:0.02@q8", "dpu:0.05",
+           "dpu:0.1")
+TARGET_SHARE = 0.01
+"""The issue's target: at most 1% of a full update's bytes..."""
+TARGET_POINTS = 0.5
+"""...at a final accuracy no more than 0.5 point below full updating."""
 
 
 @dataclass(frozen=True)
@@ -331,9 +336,33 @@ def run_deploy_bench(settings: DeploySettings) -> dict[str, Any]:
     streams = {template: {method: _over_seeds([
         run_stream_method(replace(settings, seed=seed), template, method) for seed in seeds])
         for method in settings.methods} for template in settings.templates}
-    return {"settings": asdict(settings), "streams": streams,
+    return {"settings": asdict(settings), "streams": streams, "target": target_check(streams),
             "resnet18": resnet_sizes(settings) if settings.resnet else None,
             "load_average": list(os.getloadavg())}
+
+
+def target_check(streams: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Per template, the methods that ship at most :data:`TARGET_SHARE` of ``full``'s bytes per
+    update at a final accuracy at most :data:`TARGET_POINTS` below ``full``'s, and each such
+    method's standing against ``full-warm`` (the dense update with DPU's training budget)."""
+    out: dict[str, Any] = {}
+    for template, runs in streams.items():
+        full = runs.get("full")
+        if full is None:
+            continue
+        warm = runs.get("full-warm")
+        rows = []
+        for method, run in runs.items():
+            share = run["bytes_per_update"] / full["bytes_per_update"]
+            points = 100 * (run["final_accuracy"] - full["final_accuracy"])
+            if method == "full" or share > TARGET_SHARE:
+                continue
+            rows.append({"method": method, "share_of_full": share, "points_vs_full": points,
+                         "points_vs_full_warm": None if warm is None else
+                         100 * (run["final_accuracy"] - warm["final_accuracy"]),
+                         "met": points >= -TARGET_POINTS})
+        out[template] = {"within_bytes": rows, "met_by": [r["method"] for r in rows if r["met"]]}
+    return out
 
 
 def write_plots(result: dict[str, Any], out_dir: Any) -> list[Any]:

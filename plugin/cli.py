@@ -750,6 +750,14 @@ def bench_deploy(templates: str, methods: str | None, updates: int, no_resnet: b
                           f"{100 * run['changed_share']:.2f}", f"{run['shipped']:.1f}",
                           f"{run['train_s_per_update']:.2f}", f"{run['apply_ms']:.2f}")
         console.print(table)
+    for template, check in result["target"].items():
+        verdict = ", ".join(
+            f"{r['method']} ({100 * r['share_of_full']:.2f}% of full's bytes, "
+            f"{r['points_vs_full']:+.1f} pt vs full"
+            + (f", {r['points_vs_full_warm']:+.1f} vs full-warm" if r["points_vs_full_warm"]
+               is not None else "") + ")" for r in check["within_bytes"] if r["met"])
+        console.print(f"{template}: target (<= 1% of full's bytes, final accuracy at most 0.5 "
+                      f"point below full) " + (f"met by {verdict}" if verdict else "not met"))
     if result["resnet18"]:
         resnet = result["resnet18"]
         table = Table(title=f"ResNet-18-like, {resnet['weights']:,} weights, one update")

@@ -45,3 +45,20 @@ def test_bench_deploy_names_a_bad_method_or_seed_list(tmp_path: Path) -> None:
         assert result.exit_code == (2 if "--seeds" in args else 1), result.output
         assert message in result.output, result.output
         assert "Traceback" not in result.output
+
+
+def test_target_check_names_the_methods_within_the_bytes_and_the_accuracy() -> None:
+    from evaluator.deploy_bench import target_check
+
+    def run(nbytes: float, accuracy: float) -> dict:
+        return {"bytes_per_update": nbytes, "final_accuracy": accuracy}
+
+    streams = {"lenet5": {"full": run(1000, 0.900), "full-warm": run(1000, 0.910),
+                          "close": run(9, 0.896), "worse": run(10, 0.894),
+                          "larger": run(11, 0.950)}}
+    check = target_check(streams)["lenet5"]
+    assert [r["method"] for r in check["within_bytes"]] == ["close", "worse"]
+    assert check["met_by"] == ["close"]
+    close = check["within_bytes"][0]
+    assert abs(close["points_vs_full"] + 0.4) < 1e-9
+    assert abs(close["points_vs_full_warm"] + 1.4) < 1e-9
