@@ -117,7 +117,7 @@ def _replica_apply_ms(deployed: dict[str, Tensor], blob: bytes) -> dict[str, flo
     decoded = time.perf_counter()
     result = apply(copy, patch, check=False, inplace=True)
     applied = time.perf_counter()
-    if any(c.full for c in patch.changes) or patch.removed:
+    if any(c.full for c in patch.changes) or patch.removed or patch.reinit is not None:
         digest = StateDigest(result)
     else:
         digest.update(result, patch)
@@ -201,7 +201,9 @@ def run_stream_method(settings: DeploySettings, template: str, method: str) -> d
                                ratio=ratio, selector=kind, seed=settings.seed) \
         if kind in ("topk", "randomk") else None
     rule = ReinitRule(samples_at_last=n, seed=settings.seed)
-    dense_bytes = len(encode(diff({}, deployed, base_version=0, target_version=1)))
+    meta = {"template": template, "input_shape": list(x.shape[1:]), "classes": classes,
+            "params": params}
+    dense_bytes = len(encode(diff({}, deployed, base_version=0, target_version=1, meta=meta)))
     rows: list[dict[str, Any]] = []
     for update in range(1, settings.updates + 1):
         chunk_x, chunk_y = stream_x[update * n:(update + 1) * n], stream_y[update * n:(update + 1)
@@ -210,7 +212,7 @@ def run_stream_method(settings: DeploySettings, template: str, method: str) -> d
         prequential = _accuracy(net, chunk_x, chunk_y)
         seen_x, seen_y = stream_x[:(update + 1) * n], stream_y[:(update + 1) * n]
         start = time.perf_counter()
-        shipped = True
+        shipped, reinit = True, None
         if kind == "dpu":
             batches = _shuffled(seen_x, seen_y, settings.batch_size, generator, 1)
             outcome = partial_update_round(
@@ -219,6 +221,7 @@ def run_stream_method(settings: DeploySettings, template: str, method: str) -> d
                 lr=settings.learning_rate, seed=settings.seed + update,
                 validate=lambda candidate: _accuracy(candidate, val_x, val_y))
             new_state, shipped = outcome.state, outcome.updated
+            reinit = outcome.reinit_seed if shipped else None
         elif kind == "full-warm":
             batches = _shuffled(seen_x, seen_y, settings.batch_size, generator,
                                 settings.warm_epochs)
@@ -235,7 +238,7 @@ def run_stream_method(settings: DeploySettings, template: str, method: str) -> d
             history.append(chunk_x, chunk_y)
         train_s = time.perf_counter() - start
         patch = diff(deployed, new_state, base_version=update, target_version=update + 1,
-                     values=values)  # type: ignore[arg-type]
+                     meta=meta, values=values, reinit=reinit)  # type: ignore[arg-type]
         blob = encode(patch)
         replica = _replica_apply_ms(deployed, blob)
         deployed = apply(deployed, patch, check=False)
@@ -244,7 +247,8 @@ def run_stream_method(settings: DeploySettings, template: str, method: str) -> d
                      "test_accuracy": _accuracy(net, test_x, test_y), "train_s": train_s,
                      "bytes": len(blob),
                      "paper_bytes": paper_bits(patch) / 8,
-                     "changed": patch.changed_weights(), "shipped": shipped, **replica})
+                     "changed": patch.changed_weights(), "shipped": shipped,
+                     "reinit": reinit is not None, **replica})
     total = sum(int(t.numel()) for t in deployed.values())
     return {"method": method, "template": template, "seed": settings.seed,
             "updates": len(rows), "shipped": sum(bool(r["shipped"]) for r in rows),

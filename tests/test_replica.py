@@ -610,3 +610,30 @@ def test_index_varints_round_trip_at_every_length() -> None:
                                    len(numbers))
         assert used == len(data) and np.array_equal(back, numbers)
     assert len(_varints(edges)) == 1 + 1 + 1 + 2 + 2 + 3 + 5 + 6 + 9
+
+
+def test_a_reinitialisation_ships_a_seed_and_the_changes_from_fresh_weights() -> None:
+    from plugin.replica.patch import fresh_state
+
+    rng = torch.Generator().manual_seed(6)
+    base = nudge(mlp_state(), 0.5, rng)  # a trained model
+    fresh = fresh_state(META, 11)
+    assert state_sha256(fresh) == state_sha256(fresh_state(META, 11)) != \
+        state_sha256(fresh_state(META, 12))
+    target = nudge(fresh, 0.01, rng)  # DPU: a few weights of the fresh network trained
+    patch = diff(base, target, base_version=3, target_version=4, meta=META, reinit=11)
+    whole = diff(base, target, base_version=3, target_version=4, meta=META)
+    blob = encode(patch)
+    assert len(blob) < 0.1 * len(encode(whole))  # the seed, not every weight
+    restored = decode(blob)
+    assert restored.reinit == 11 and restored.base_sha256 == state_sha256(base)
+    held = {k: v.clone() for k, v in base.items()}
+    result = apply(held, restored, inplace=True)  # checks both checksums
+    assert state_sha256(result) == state_sha256(target)
+    assert state_sha256(held) == state_sha256(base)  # fresh weights, not the caller's tensors
+    with pytest.raises(PatchError, match="another state"):
+        apply(fresh, restored)  # still applies only after the publication before it
+    broken = diff(base, target, base_version=3, target_version=4, meta=META, reinit=11)
+    broken.meta = {"template": "no-such-net"}
+    with pytest.raises(PatchError, match="does not name a network"):
+        apply(base, broken, check=False)

@@ -21,7 +21,9 @@ unpacks to::
     | index gaps (LEB128) | q8 tensors (f32 scale, int8 codes)
 
 The header names the versions, the publication's sequence, the model's metadata (template,
-classes...), removed tensors and, per changed tensor, ``[name, shape, dtype, count, layout,
+classes...), removed tensors, the seed of a re-initialisation (``reinit``: the changes then
+apply to :func:`fresh_state`, the fresh weights that seed gives, so Deep Partial Updating's
+restart ships a seed, not the model) and, per changed tensor, ``[name, shape, dtype, count, layout,
 codec]`` (layout ``s`` sparse or ``f`` full; codec the dtype its values travel in, or ``q8``).
 The two checksums are of the base and of the resulting state (:class:`StateDigest`). Each sparse
 tensor's indices are its first index then the gaps between them, as LEB128 varints (one byte
@@ -128,6 +130,10 @@ class Patch:
     sequence: int = 0
     """Its place in the publisher's order (1, 2, ...): a rollback publishes an older model
     version as a newer patch, so receivers order patches by this, not by version."""
+    reinit: int | None = None
+    """A re-initialisation (Deep Partial Updating's rule): the receiver regenerates the
+    model's initial weights from this seed (:func:`fresh_state` of ``meta``) and applies the
+    changes to those, so a restart from fresh weights ships a seed, not the whole model."""
 
     @property
     def is_snapshot(self) -> bool:
@@ -240,11 +246,36 @@ def _changed(old: Tensor, new: Tensor) -> Tensor:
     return torch.nonzero(a != b, as_tuple=False).reshape(-1)
 
 
+def fresh_state(meta: dict[str, Any], seed: int) -> State:
+    """The initial weights a re-initialisation patch starts from: the network ``meta`` names
+    (template, input shape, classes, params), built and then reset
+    (:func:`~model_factory.sparse.fresh_weights`) under ``seed``; the same on every machine
+    with the same torch."""
+    from model_factory.sparse import fresh_weights
+    from model_factory.templates.networks import build_network
+
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_network(meta["template"], meta["input_shape"], len(meta["classes"]),
+                                **meta.get("params", {}))
+        return fresh_weights(net, seed)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PatchError(f"re-initialisation: the patch's model metadata does not name a "
+                         f"network ({type(exc).__name__}: {exc})") from None
+
+
 def diff(base: State, target: State, *, base_version: int, target_version: int,
-         meta: dict[str, Any] | None = None, values: Values = "fp32") -> Patch:
+         meta: dict[str, Any] | None = None, values: Values = "fp32",
+         reinit: int | None = None) -> Patch:
     """The patch from ``base`` to ``target`` (only the entries whose bits changed). With
     ``values="fp16"`` the values of floating tensors are rounded to fp16, and the patch's
-    ``target_sha256`` is of the state it actually produces."""
+    ``target_sha256`` is of the state it actually produces. With ``reinit`` (a seed), the
+    changes are from :func:`fresh_state` of ``meta`` and that seed instead of from ``base``
+    (which the patch still names: receivers apply patches in order)."""
+    base_sha = state_sha256(base)
+    if reinit is not None:
+        base = fresh_state(dict(meta or {}), reinit)
     changes = []
     for name in sorted(target):
         new = target[name].detach()
@@ -260,14 +291,14 @@ def diff(base: State, target: State, *, base_version: int, target_version: int,
     if values == "q8":
         changes = [change for change in map(lambda c: _quantized(base, c), changes)
                    if change.values.numel() or change.full]
-    patch = Patch(base_version, target_version, state_sha256(base), "", changes,
-                  sorted(set(base) - set(target)), dict(meta or {}), values)
+    patch = Patch(base_version, target_version, base_sha, "", changes,
+                  sorted(set(base) - set(target)), dict(meta or {}), values, reinit=reinit)
     if values == "fp16":
         for change in patch.changes:
             if change.values.dtype in (torch.float32, torch.float64):
                 change.values = change.values.to(torch.float16).to(change.values.dtype)
-    patch.target_sha256 = state_sha256(apply(base, patch, check=False)) if values != "fp32" \
-        else state_sha256(target)
+    patch.target_sha256 = state_sha256(_apply_changes(base, patch, inplace=False)) \
+        if values != "fp32" else state_sha256(target)
     return patch
 
 
@@ -301,10 +332,21 @@ def apply(state: State, patch: Patch, *, check: bool = True, inplace: bool = Fal
     checksum differs from the patch's (:class:`PatchError`). ``state_sha``: the base's checksum
     when the caller knows it already (a replica verified it), so it is not computed again.
     ``inplace`` writes into the given tensors (the caller's own copy) instead of copying the
-    changed ones."""
+    changed ones; a re-initialisation patch (``reinit``) starts from fresh weights instead,
+    never from ``state``'s tensors."""
     if check and (state_sha or state_sha256(state)) != patch.base_sha256:
         raise PatchError(f"patch {patch.base_version}->{patch.target_version} is for another "
                          f"state (base checksum differs)")
+    if patch.reinit is not None:
+        state, inplace = fresh_state(patch.meta, patch.reinit), True
+    out = _apply_changes(state, patch, inplace=inplace)
+    if check and state_sha256(out) != patch.target_sha256:
+        raise PatchError(f"patch {patch.base_version}->{patch.target_version}: the result's "
+                         f"checksum differs from the server's")
+    return out
+
+
+def _apply_changes(state: State, patch: Patch, *, inplace: bool) -> State:
     out: State = dict(state)
     for name in patch.removed:
         out.pop(name, None)
@@ -328,9 +370,6 @@ def apply(state: State, patch: Patch, *, check: bool = True, inplace: bool = Fal
         else:
             tensor.view(-1)[change.indices] = change.values.to(dtype)
         out[change.name] = tensor
-    if check and state_sha256(out) != patch.target_sha256:
-        raise PatchError(f"patch {patch.base_version}->{patch.target_version}: the result's "
-                         f"checksum differs from the server's")
     return out
 
 
@@ -454,7 +493,9 @@ def encode(patch: Patch) -> bytes:
     header = json.dumps({"base_version": patch.base_version,
                          "target_version": patch.target_version, "sequence": patch.sequence,
                          "values": patch.values, "removed": patch.removed, "meta": patch.meta,
-                         "tensors": tensors}, separators=(",", ":")).encode()
+                         "tensors": tensors,
+                         **({} if patch.reinit is None else {"reinit": patch.reinit})},
+                        separators=(",", ":")).encode()
     section = (struct.pack("<I", len(header)) + header + bytes.fromhex(patch.base_sha256 or
                                                                         "0" * 64)
                + bytes.fromhex(patch.target_sha256 or "0" * 64) + bytes(indices) + bytes(codes))
@@ -556,9 +597,12 @@ def _decode_v2(content: bytes) -> Patch:
     values_kind = header["values"]
     if values_kind not in ("fp32", "fp16", "q8"):
         raise PatchError(f"unknown values '{values_kind}'")
+    reinit = header.get("reinit")
+    if reinit is not None and (not isinstance(reinit, int) or isinstance(reinit, bool)):
+        raise PatchError(f"re-initialisation seed {reinit!r} is not an integer")
     return Patch(int(header["base_version"]), int(header["target_version"]), base_sha,
                  target_sha, changes, list(header["removed"]), dict(header["meta"]),
-                 values_kind, int(header["sequence"]))
+                 values_kind, int(header["sequence"]), reinit)
 
 
 def _decode_v1(content: bytes) -> Patch:
