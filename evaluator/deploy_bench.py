@@ -380,14 +380,24 @@ def write_plots(result: dict[str, Any], out_dir: Any) -> list[Any]:
     for template, methods in result["streams"].items():
         figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
         for method, run in methods.items():
-            left.scatter(run["bytes_per_update"], 100 * run["final_accuracy"], label=method)
+            left.errorbar(run["bytes_per_update"], 100 * run["final_accuracy"],
+                          yerr=100 * run.get("final_accuracy_sd", 0.0), fmt="o", capsize=3,
+                          label=method)
             right.plot([r["update"] for r in run["rows"]],
                        [100 * r["prequential"] for r in run["rows"]], marker="o", label=method)
+        if "full" in methods:
+            left.axvline(TARGET_SHARE * methods["full"]["bytes_per_update"], color="grey",
+                         linestyle="--", linewidth=1)
+            left.text(TARGET_SHARE * methods["full"]["bytes_per_update"] * 1.1,
+                      left.get_ylim()[0], "1% of full", color="grey", fontsize=8,
+                      va="bottom")
         left.set_xscale("log")
         left.set_xlabel("bytes per update (log)")
-        left.set_ylabel("final test accuracy (%)")
+        seeds = len(next(iter(methods.values())).get("seeds", [0]))
+        left.set_ylabel("final test accuracy (%)" + (f", mean ± sd of {seeds} seeds"
+                                                     if seeds > 1 else ""))
         right.set_xlabel("update")
-        right.set_ylabel("prequential accuracy (%)")
+        right.set_ylabel("prequential accuracy (%)" + (", first seed" if seeds > 1 else ""))
         right.legend(fontsize=7)
         figure.suptitle(f"{template}: accuracy against bytes shipped")
         figure.tight_layout()
