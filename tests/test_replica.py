@@ -188,6 +188,23 @@ def test_q8_publications_round_afresh_from_the_published_state(tmp_path: Path) -
     assert state_sha256(held) != state_sha256(states[-1])  # rounded, as documented
 
 
+@pytest.mark.parametrize("values", ["fp16", "q8"])
+def test_rounded_publications_do_not_resend_what_replicas_hold(tmp_path: Path,
+                                                              values: str) -> None:
+    """The published state is the rounded one while the server's weights stay exact: entries
+    whose rounding gives what replicas hold already are not sent again, so patches do not grow
+    with every publication."""
+    log = PatchLog(tmp_path, "digits")
+    rng = torch.Generator().manual_seed(7)
+    state = mlp_state()
+    log.publish(1, state, meta=META, values=values)  # type: ignore[arg-type]
+    for version in range(2, 12):
+        state = nudge(state, 0.01, rng)  # 24 weights a publication
+        log.publish(version, state, values=values)  # type: ignore[arg-type]
+    written = [entry.changed for entry in log.entries()[1:]]
+    assert max(written) <= 2 * 24, written  # fp16 used to re-send every rounded entry: 227
+
+
 @pytest.fixture
 def server(store: MongoStore, redis_url: str, tokens: dict[str, str], tmp_path: Path,
            monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, PatchLog, dict[str, str]]]:

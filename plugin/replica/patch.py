@@ -297,6 +297,12 @@ def diff(base: State, target: State, *, base_version: int, target_version: int,
         for change in patch.changes:
             if change.values.dtype in (torch.float32, torch.float64):
                 change.values = change.values.to(torch.float16).to(change.values.dtype)
+                if not change.full:  # entries the rounding leaves as they were: not sent
+                    assert change.indices is not None
+                    old = base[change.name].detach().reshape(-1)[change.indices]
+                    keep = _changed(old, change.values)
+                    change.values, change.indices = change.values[keep], change.indices[keep]
+        patch.changes = [c for c in patch.changes if c.full or c.values.numel()]
     patch.target_sha256 = state_sha256(_apply_changes(base, patch, inplace=False)) \
         if values != "fp32" else state_sha256(target)
     return patch
