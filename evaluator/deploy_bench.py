@@ -117,7 +117,7 @@ def _replica_apply_ms(deployed: dict[str, Tensor], blob: bytes) -> dict[str, flo
     decoded = time.perf_counter()
     result = apply(copy, patch, check=False, inplace=True)
     applied = time.perf_counter()
-    if any(c.full for c in patch.changes) or patch.removed or patch.reinit is not None:
+    if patch.rebuilds:
         digest = StateDigest(result)
     else:
         digest.update(result, patch)

@@ -226,9 +226,7 @@ class ReplicaAgent:
         if patch.base_sha256 != serving.sha256:
             raise PatchError(f"patch {patch.sequence} is for another state than the one held")
         start = time.perf_counter()
-        reshaped = any(c.full for c in patch.changes) or patch.removed \
-            or patch.reinit is not None
-        if reshaped:  # new or reshaped tensors (new classes), fresh weights: rebuild both
+        if patch.rebuilds:  # new or reshaped tensors (new classes), fresh weights: rebuild both
             state = apply(self._copies[self._active].weights, patch, check=False)
             digest = StateDigest(state)
             if digest.hexdigest() != patch.target_sha256:

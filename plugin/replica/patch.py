@@ -139,6 +139,14 @@ class Patch:
     def is_snapshot(self) -> bool:
         return self.base_version == 0
 
+    @property
+    def rebuilds(self) -> bool:
+        """Whether a receiver must rebuild the state (and its digest) rather than write into
+        the one it holds: new or reshaped tensors, removed ones, or fresh weights (``reinit``);
+        :meth:`StateDigest.update` follows only the other patches."""
+        return any(c.full for c in self.changes) or bool(self.removed) \
+            or self.reinit is not None
+
     def changed_weights(self) -> int:
         """Entries written by the patch (``k * I`` for a sparse update)."""
         return sum(int(c.values.numel()) for c in self.changes)
