@@ -235,7 +235,7 @@ def test_dockerfile_installs_cpu_torch_without_torchvision() -> None:
     words = shlex.split(torch_runs[0])
     assert TORCH_PIN in words
     assert words[words.index("--index-url") + 1] == "https://download.pytorch.org/whl/cpu"
-    assert any(re.search(r"pip install \.(\s|$)", r) for r in runs)
+    assert any(re.search(r"pip install -c docker/constraints\.txt \.(\s|$)", r) for r in runs)
     pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert f'"{TORCH_PIN}"' in pyproject, "Dockerfile and pyproject pin the same torch"
     assert "torchvision" not in pyproject
@@ -273,3 +273,19 @@ def test_dockerignore_keeps_secrets_out_and_sources_in() -> None:
     for path in needed:
         assert not any(fnmatch.fnmatch(path, p) or path.startswith(p.rstrip("/") + "/")
                        for p in patterns), f"{path} is excluded from the build context"
+
+
+@pytest.mark.parametrize("name", ["constraints.txt", "label-studio-constraints.txt"])
+def test_constraints_pin_every_package_and_run_installs_with_them(name: str) -> None:
+    """``./run`` and the image install with pip constraints: each line one exact version."""
+    lines = [line.strip() for line in (ROOT / "docker" / name).read_text().splitlines()]
+    pins = dict(line.split("==", 1) for line in lines if line and not line.startswith("#"))
+    assert len(pins) > 50 and all(re.fullmatch(r"[0-9][0-9A-Za-z.+!-]*", v) for v in pins.values())
+    assert pins["pip"]
+    if name == "constraints.txt":
+        assert f"torch=={pins['torch']}" == TORCH_PIN
+        assert "torchvision" not in pins and "modelci-e" not in pins
+    else:
+        # label-studio 1.23.2 asks for sentry-sdk>=2.16 but does not start on 3.x
+        assert pins["label-studio"] == "1.23.2" and pins["sentry-sdk"].startswith("2.")
+    assert f"docker/{name}" in (ROOT / "run").read_text()
