@@ -556,8 +556,15 @@ def test_read_endpoints_only_while_an_owner_runs(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------- modelci-e demo
 
 
-def test_demo_serves_stops_on_sigint_and_keeps_its_admin_token(
+def test_demo_lifecycle_refuses_a_second_owner_stops_on_signals_and_survives_sigkill(
         demos: Callable[[Path], Demo], tmp_path: Path) -> None:
+    """One data dir through a demo's whole life (one sequence: each demo start costs ~20 s).
+
+    First start: serves, prints an admin token; a second demo on the same dir is refused and
+    the first is untouched; SIGINT stops everything and removes the pid files. Second start:
+    no new token, the first still works; SIGKILL leaves no child running but stale pid files.
+    Third start: serves with new processes; SIGTERM stops everything.
+    """
     data_dir = tmp_path / "data"
     first = demos(data_dir)
     url = first.wait_ready()
@@ -567,34 +574,37 @@ def test_demo_serves_stops_on_sigint_and_keeps_its_admin_token(
     assert requests.get(f"{url}/api/whoami", timeout=30).status_code == 401
     assert set(first.pid_records) == {"redis", "store", "worker-1"}, first.pid_records
     assert {r["pid"] for r in first.pid_records.values()} <= set(first.descendants)
-    assert read_endpoints(data_dir) is not None
+    endpoints = read_endpoints(data_dir)
+    assert endpoints is not None
 
+    # a second owner of the data dir is refused and changes nothing
+    intruder = demos(data_dir)
+    assert intruder.wait_exit() != 0
+    assert "in use" in flat(intruder.stderr), intruder.stderr
+    assert "MODELCI_URL" not in intruder.stdout
+    assert intruder.admin_token is None
+    assert first.popen.poll() is None
+    assert not [p for p in first.descendants.values() if not alive(p)]
+    assert {name: r["pid"] for name, r in first.pid_records.items()} == {
+        name: p.pid for name, p in pid_file_processes(data_dir / "run").items()}
+    assert read_endpoints(data_dir) == endpoints
+    assert_serves(url, token)
+
+    # SIGINT: a clean stop
     assert first.stop(signal.SIGINT) == 0, first.stderr
     assert "stopped." in first.stderr
     assert_all_stopped(first)
     assert not list((data_dir / "run").glob("*.pid"))
     assert read_endpoints(data_dir) is None
 
+    # restart: the admin token is kept, not printed again; then SIGKILL the owner
     second = demos(data_dir)
     url = second.wait_ready()
     assert second.admin_token is None and "admin token" not in second.stderr, second.stderr
     assert_serves(url, token)
-    assert second.stop(signal.SIGTERM) == 0, second.stderr
-    assert "stopped." in second.stderr
-    assert_all_stopped(second)
-
-
-def test_demo_killed_leaves_nothing_running_and_restarts(
-        demos: Callable[[Path], Demo], tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    first = demos(data_dir)
-    first.wait_ready()
-    token = first.admin_token
-    assert token
-    children = list(first.descendants.values())
+    children = list(second.descendants.values())
     assert len(children) >= 3, children
-
-    first.kill()
+    second.kill()
     assert wait_until(lambda: not any(alive(p) for p in children), 15), (
         "children outlived a SIGKILLed owner: "
         + ", ".join(f"{p.pid} {p.cmdline()[:4]}" for p in children if alive(p)))
@@ -602,38 +612,15 @@ def test_demo_killed_leaves_nothing_running_and_restarts(
     assert stale, "expected stale pid files after SIGKILL"
     assert read_endpoints(data_dir) is None  # endpoints.json remains, but nobody owns the dir
 
-    second = demos(data_dir)
-    url = second.wait_ready()
+    # restart after SIGKILL: new processes, same token; SIGTERM: a clean stop
+    third = demos(data_dir)
+    url = third.wait_ready()
     assert_serves(url, token)
-    old_pids = {r["pid"] for r in first.pid_records.values()}
-    assert not old_pids & {r["pid"] for r in second.pid_records.values()}
-    assert second.stop(signal.SIGTERM) == 0, second.stderr
-    assert_all_stopped(second)
-
-
-def test_demo_refuses_a_data_dir_in_use(demos: Callable[[Path], Demo], tmp_path: Path) -> None:
-    data_dir = tmp_path / "data"
-    first = demos(data_dir)
-    url = first.wait_ready()
-    token = first.admin_token
-    assert token
-    endpoints = read_endpoints(data_dir)
-
-    intruder = demos(data_dir)
-    code = intruder.wait_exit()
-    assert code != 0
-    assert "in use" in flat(intruder.stderr), intruder.stderr
-    assert "MODELCI_URL" not in intruder.stdout
-    assert intruder.admin_token is None
-
-    assert first.popen.poll() is None
-    assert not [p for p in first.descendants.values() if not alive(p)]
-    assert {name: r["pid"] for name, r in first.pid_records.items()} == {
-        name: p.pid for name, p in pid_file_processes(data_dir / "run").items()}
-    assert read_endpoints(data_dir) == endpoints
-    assert_serves(url, token)
-    assert first.stop(signal.SIGINT) == 0, first.stderr
-    assert_all_stopped(first)
+    old_pids = {r["pid"] for r in second.pid_records.values()}
+    assert not old_pids & {r["pid"] for r in third.pid_records.values()}
+    assert third.stop(signal.SIGTERM) == 0, third.stderr
+    assert "stopped." in third.stderr
+    assert_all_stopped(third)
 
 
 # --------------------------------------------------------------------------- validate-config
