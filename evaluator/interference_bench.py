@@ -69,6 +69,9 @@ SERVED = ModelConfig(template="lenet5", input={"name": "INPUT__0", "shape": [1, 
 SHAPES = {"mlp": (784,), "lenet5": (1, 28, 28), "resnet18": (1, 28, 28)}
 STEPS = {"mlp": 3000, "lenet5": 1800, "resnet18": 14}  # about 10 s each alone (2 cores)
 QUICK_STEPS = {"mlp": 250, "lenet5": 180, "resnet18": 4}
+TARGET = {"p95_ratio": 1.2, "slowdown": 2.0}
+"""Under ``slo-aware``: inference p95 during the job at most 1.2x the idle p95 right before
+it, the job at most 2x as long as alone."""
 PAPER = {"p95_ratio_during_update": "> 3x (Faster R-CNN update beside ResNet-50 at 100 img/s)",
          "training_slowdown": "1.31x - 2.74x per epoch (no SLO)"}
 
@@ -305,6 +308,7 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
         traffic.stop()
         sampler.stop()
         return {"settings": asdict(settings), "idle": idle, "rows": rows,
+                "target": target_check(rows),
                 "trace": sampler.trace, "paper": PAPER,
                 "load_average": list(os.getloadavg()), "cpus": os.cpu_count()}
     finally:
@@ -316,6 +320,24 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
             proxy.stop()
         server.stop()
         services.stop()
+
+
+def target_check(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per model, whether its ``slo-aware`` run met :data:`TARGET`.
+
+    Example:
+        >>> target_check([{"template": "mlp", "policy": "slo-aware", "p95_ratio": 1.1,
+        ...                "slowdown": 2.3}])["mlp"]["met"]
+        False
+    """
+    checks = {}
+    for row in rows:
+        if row["policy"] == "slo-aware" and "p95_ratio" in row:
+            checks[row["template"]] = {
+                "p95_ratio": row["p95_ratio"], "slowdown": row["slowdown"],
+                "met": bool(row["p95_ratio"] <= TARGET["p95_ratio"]
+                            and row["slowdown"] <= TARGET["slowdown"])}
+    return checks
 
 
 def _idle_before(traffic: Traffic, seconds: float) -> dict[str, float | int]:
@@ -358,7 +380,8 @@ def write_report(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
          f"{idle['p99_ms']} ms over {idle['requests']} requests."),
         "",
         ("| model | policy | idle p95 ms before | p50 ms | p95 ms (x idle before) | p99 ms "
-         "(x idle before) | training s (x alone) | paced s | paused s | pauses | SLO p95 ms "
+         "(x idle before) | training s (x alone) | paced s | paused s | pauses (budget cuts) "
+         "| SLO p95 ms "
          "(proxy) | limits |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
@@ -373,9 +396,16 @@ def write_report(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
             f"| {row['template']} | {row['policy']} | {row.get('idle_before_p95_ms', '-')} | "
             f"{latency[0]} | {latency[1]} | "
             f"{latency[2]} | {training} | {schedule.get('paced_s', 0):.1f} | "
-            f"{schedule.get('paused_s', 0):.1f} | {schedule.get('pauses', 0)} | "
+            f"{schedule.get('paused_s', 0):.1f} | {schedule.get('pauses', 0)} "
+            f"({schedule.get('budget_overrides') or 0}) | "
             f"{schedule.get('slo_p95_ms') or '-'} | "
             f"{', '.join(f'{k} {v}' for k, v in limits.items()) or '-'} |")
+    checks = result.get("target") or {}
+    if checks:
+        lines += ["", (f"Target under slo-aware (p95 <= {TARGET['p95_ratio']:g}x the idle p95 "
+                       f"before, training <= {TARGET['slowdown']:g}x alone): " + "; ".join(
+                           f"{name} {'met' if c['met'] else 'not met'} ({c['p95_ratio']}x, "
+                           f"{c['slowdown']}x)" for name, c in checks.items()) + ".")]
     lines += ["", (f"The ModelCI-e paper (no SLO policy): inference p95 during an update "
                    f"{PAPER['p95_ratio_during_update']}; training {PAPER['training_slowdown']} "
                    "slower beside inference.")]
@@ -443,7 +473,7 @@ def _job_main(args: argparse.Namespace) -> None:
     import torch
 
     from cl_server.config.schema import SchedulingConfig
-    from cl_server.scheduling.factory import make_policy, process_limits
+    from cl_server.scheduling.factory import make_policy, max_slowdown, process_limits
     from cl_server.scheduling.governor import Governor, apply_limits
     from cl_server.scheduling.policy import Immediate
     from cl_server.scheduling.signals import LiveSignals
@@ -474,7 +504,8 @@ def _job_main(args: argparse.Namespace) -> None:
                         LiveSignals(cache, SERVICE),
                         log=lambda message, level="INFO": print(message, file=sys.stderr),
                         check_cancelled=check_cancelled, slo_ratio=args.slo_ratio,
-                        baseline_s=scheduling.slo.baseline_s, limits=limits)
+                        baseline_s=scheduling.slo.baseline_s, limits=limits,
+                        max_slowdown=None if limits_only else max_slowdown(scheduling))
     x, y = mnist_5k()
     batch = 32
     inputs = torch.from_numpy(x).reshape(len(x), *SHAPES[args.template])

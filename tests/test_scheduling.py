@@ -10,12 +10,16 @@ paced, it stays within it while the training still finishes.
 
 from __future__ import annotations
 
+import json
 import math
+import subprocess
+import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Self
 
 import pytest
@@ -33,6 +37,7 @@ from model_factory.templates import Classifier
 from plugin.proxy.metrics import publish_latency
 
 IDLE_MS = 10.0
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def quiet_log(message: str, level: str = "INFO") -> None:
@@ -159,6 +164,20 @@ def test_slo_aware_follows_the_level_of_its_readings_not_one_reading() -> None:
     feed(None, 2.0, requests=0)
     assert policy.duty == before and policy.breaches == breaches
     assert policy.state()["level_p95_ms"] == 16.0
+
+
+def test_short_steps_are_paced_in_chunks_not_after_every_step() -> None:
+    """Steps of 3 ms at duty 0.5: a sleep once 0.1 s (duty x the 0.2 s quantum) was trained,
+    of what that training owes; in between the job is paced but trains on."""
+    policy = SloAware(target_ms=10.0, start_duty=0.5, clock=iter(range(10_000)).__next__)
+    decisions = [policy.after_step(0.003, Signals(p95_ms=9.5, requests=50))
+                 for _ in range(1000)]
+    assert {d.action for d in decisions} == {"pace"} and policy.duty == 0.5
+    sleeps = [d.seconds for d in decisions if d.seconds > 0]
+    assert len(sleeps) == 29  # 3 s trained in chunks of 34 steps (0.102 s)
+    assert all(s == pytest.approx(0.102) for s in sleeps)
+    assert sum(sleeps) == pytest.approx(1000 * 0.003, abs=0.11)  # duty 0.5: as long as trained
+    assert all(d.reason.startswith("duty 0.50") for d in decisions)
 
 
 def test_a_relative_slo_follows_a_baseline_that_moved_without_the_job() -> None:
@@ -337,6 +356,68 @@ def test_partial_update_paced_equals_unpaced(one_thread: None) -> None:
     assert governor.steps == 20 and governor.pauses == 1
     for name, tensor in plain.state.items():
         assert torch.equal(tensor, paced.state[name]), name
+
+
+def run_steps(governor: Governor, clock: dict[str, float], steps: int, step_s: float
+              ) -> list[tuple[float, float]]:
+    """``steps`` training steps of ``step_s`` on a fake clock; (training, held) seconds after
+    each."""
+    governor.admit()
+    account = []
+    for _ in range(steps):
+        clock["t"] += step_s
+        governor.between_steps()
+        held = governor.seconds["paced"] + governor.seconds["paused"]
+        account.append((governor.seconds["training"], held))
+    return account
+
+
+@pytest.mark.parametrize("budget", [2.0, 1.5])
+def test_the_slowdown_budget_bounds_pacing_and_pauses_whatever_the_signal(budget: float
+                                                                          ) -> None:
+    """A latency that stays far above the SLO (inference slowed by something else) would hold
+    the job at its least duty and in pauses; the budget keeps its wall time within
+    ``budget`` x its training time, at every step."""
+    def governed(max_slowdown: float | None) -> tuple[Governor, list[tuple[float, float]]]:
+        clock = {"t": 0.0}
+        governor = Governor(SloAware(10.0, min_duty=0.05, clock=lambda: clock["t"]),
+                            Scripted([100.0]), log=quiet_log, read_every_s=0.0,
+                            max_pause_s=2.0, max_slowdown=max_slowdown,
+                            clock=lambda: clock["t"],
+                            sleep=lambda s: clock.__setitem__("t", clock["t"] + s))
+        return governor, run_steps(governor, clock, 200, 0.05)
+
+    unbounded, account = governed(None)
+    training, held = account[-1]
+    assert held > 10 * training  # without a budget the job barely trains (the test can fail)
+    assert unbounded.summary()["budget_overrides"] == 0
+
+    bounded, account = governed(budget)
+    for training, held in account:
+        assert held <= (budget - 1) * training + 1e-9, (training, held)
+    training, held = account[-1]
+    assert held >= (budget - 1) * training - 0.06  # the budget is used, not wasted
+    summary = bounded.summary()
+    assert summary["max_slowdown"] == budget and summary["budget_overrides"] > 0
+    assert summary["pauses"] >= 1 and summary["steps"] == 200
+
+
+def test_slo_aware_limits_lower_the_jobs_session_too(tmp_path: Path) -> None:
+    """The job's niceness also goes to its autogroup (the CPU is shared between sessions
+    first); run in a session of its own, as a worker's job is."""
+    code = ("import json; from cl_server.scheduling.governor import apply_limits, "
+            "autogroup_nice\n"
+            "before = autogroup_nice(); limits = apply_limits(1, 10)\n"
+            "print(json.dumps({'before': before, 'after': autogroup_nice(), 'limits': limits}))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True, start_new_session=True, cwd=ROOT)
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["limits"]["threads"] == 1 and seen["limits"]["nice"] == 10
+    if seen["before"] is None:  # autogroups off: nothing to lower
+        assert "autogroup_nice" not in seen["limits"]
+    else:
+        assert seen["before"] == 0 and seen["after"] == 10
+        assert seen["limits"]["autogroup_nice"] == 10
 
 
 def test_governor_waits_for_the_off_peak_window_and_stops_when_cancelled() -> None:

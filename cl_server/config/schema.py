@@ -509,6 +509,12 @@ class SloConfig(Section):
                              "the p95 measured during baseline_s before the job trains.")
     baseline_s: float = Field(3.0, gt=0, le=60, description="Seconds of latency readings the "
                               "baseline p95 is taken from.")
+    max_slowdown: float | None = Field(
+        2.0, ge=1, description="The job's slowdown budget: the seconds it is paced and paused "
+        "never exceed max_slowdown - 1 times the seconds it has trained, so it ends within "
+        "max_slowdown times its training time however the latency moves (a noisy signal, or "
+        "inference slowed by something else, cannot starve it). Empty: the SLO alone rules "
+        "and a job may take far longer.")
     signal_max_age_s: float = Field(3.0, gt=0, description="Latency figures older than this "
                                     "(no traffic, no proxy) are no signal: the job runs at its "
                                     "current pace.")

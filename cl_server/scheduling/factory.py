@@ -26,6 +26,12 @@ def make_policy(scheduling: SchedulingConfig) -> Policy:
     return Immediate()
 
 
+def max_slowdown(scheduling: SchedulingConfig) -> float | None:
+    """The job's slowdown budget: ``slo.max_slowdown`` under ``slo-aware`` (the only policy
+    that paces); None for the others."""
+    return scheduling.slo.max_slowdown if scheduling.policy == "slo-aware" else None
+
+
 def process_limits(scheduling: SchedulingConfig) -> tuple[int | None, int | None, bool]:
     """Torch threads, niceness (None: leave as is) and whether to run at idle CPU priority for
     a job; see the schema's defaults."""
@@ -70,7 +76,7 @@ def job_governor(ctx: Any, config: ServiceConfig, champion_version: int | None =
     return Governor(make_policy(scheduling), signals, log=ctx.log,
                     check_cancelled=ctx.check_cancelled, record=record,
                     max_pause_s=scheduling.max_pause_s, baseline_s=scheduling.slo.baseline_s,
-                    slo_ratio=scheduling.slo.p95_ratio,
+                    slo_ratio=scheduling.slo.p95_ratio, max_slowdown=max_slowdown(scheduling),
                     fallback_baseline=lambda: champion_p95(ctx.cache, config.name,
                                                            champion_version),
                     limits=limits)

@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -58,6 +59,10 @@ class Governor:
             before training whose median p95, times ``slo_ratio``, becomes the target.
         fallback_baseline: a p95 (ms) to use when those seconds had no traffic, e.g. the
             proxy's longer-window figure; None: the job runs unpaced.
+        max_slowdown: the job's slowdown budget: seconds paced and paused never exceed
+            ``max_slowdown - 1`` times the seconds it has trained, so it ends within
+            ``max_slowdown`` times its training time whatever the signals say (a noisy or
+            moved latency signal cannot starve it). None: no budget (the policy alone rules).
     """
 
     def __init__(self, policy: Policy, signals: SignalSource, *,
@@ -66,7 +71,7 @@ class Governor:
                  read_every_s: float = 0.25, max_pause_s: float = 30.0,
                  baseline_s: float = 3.0, slo_ratio: float = 1.2,
                  fallback_baseline: Callable[[], float | None] | None = None,
-                 limits: dict[str, Any] | None = None,
+                 limits: dict[str, Any] | None = None, max_slowdown: float | None = None,
                  clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep,
                  now: Callable[[], datetime] = datetime.now, record_every_s: float = 1.0):
@@ -81,6 +86,10 @@ class Governor:
         self.slo_ratio = slo_ratio
         self.fallback_baseline = fallback_baseline
         self.limits = dict(limits or {})
+        if max_slowdown is not None and max_slowdown < 1:
+            raise ValueError(f"max_slowdown must be >= 1 (got {max_slowdown})")
+        self.max_slowdown = max_slowdown
+        self.budget_overrides = 0
         self.clock = clock
         self.sleep = sleep
         self.now = now
@@ -199,38 +208,62 @@ class Governor:
             self.log(f"scheduling [{self.policy.name}]: SLO re-based from {target:g} to "
                      f"{rebased:g} ms: the inference p95 stayed above it with the job at its "
                      f"least duty, so the job is not what slows inference ({signals.describe()})")
-        if decision.action == "pause":
-            self._pause(decision, signals)
-        elif decision.action == "pace" and decision.seconds > 0:
+        allowance = self.allowance()
+        holds = decision.action == "pause" or (decision.action == "pace" and decision.seconds > 0)
+        if holds and allowance <= 0:
+            self.budget_overrides += 1
+            self._change("running", f"the slowdown budget is spent ({decision.reason}; paced "
+                         f"and paused may not exceed {self.max_slowdown:g} - 1 x the training "
+                         "time)", signals)
+        elif decision.action == "pause":
+            self._pause(decision, signals, min(self.max_pause_s, allowance))
+        elif decision.action == "pace":  # seconds 0: paced, training on to its next sleep
             self._change("paced", decision.reason, signals)
-            start = self.clock()
-            self.sleep(decision.seconds)
-            self.seconds["paced"] += self.clock() - start
+            if decision.seconds > 0:
+                start = self.clock()
+                self.sleep(min(decision.seconds, allowance))
+                self.seconds["paced"] += self.clock() - start
         else:
             self._change("running", decision.reason or "within the SLO", signals)
         self._publish()
         self._step_started = self.clock()
 
-    def _pause(self, decision: Decision, signals: Signals) -> None:
+    def allowance(self) -> float:
+        """Seconds the job may still be paced or paused within its slowdown budget."""
+        if self.max_slowdown is None:
+            return math.inf
+        return ((self.max_slowdown - 1) * self.seconds["training"]
+                - self.seconds["paced"] - self.seconds["paused"])
+
+    def _pause(self, decision: Decision, signals: Signals, limit_s: float) -> None:
         self.pauses += 1
         self._change("paused", decision.reason, signals)
         start = self.clock()
         try:
-            self._paused_until_resumed(start)
+            self._paused_until_resumed(start, limit_s)
         finally:
             self.seconds["paused"] += self.clock() - start
 
-    def _paused_until_resumed(self, start: float) -> None:
+    def _paused_until_resumed(self, start: float, limit_s: float) -> None:
+        deadline = start + limit_s
         while True:
             self.check_cancelled()
-            self.sleep(PAUSE_POLL_S)
+            left = deadline - self.clock()
+            if left > 1e-6:
+                self.sleep(min(PAUSE_POLL_S, left))
             signals = self._read(force=True)
             if self.policy.resume(signals):
                 self._change("running", "resumed: the SLO holds again", signals)
                 break
-            if self.clock() - start >= self.max_pause_s:
-                self._change("running", f"resumed for one step after {self.max_pause_s:g} s "
-                             "paused (the job must finish)", signals)
+            if self.clock() >= deadline - 1e-6:
+                if limit_s < self.max_pause_s:
+                    self.budget_overrides += 1
+                    reason = (f"resumed after {limit_s:.2f} s paused: the slowdown budget "
+                              f"({self.max_slowdown:g} x the training time) is spent")
+                else:
+                    reason = (f"resumed for one step after {self.max_pause_s:g} s paused "
+                              "(the job must finish)")
+                self._change("running", reason, signals)
                 break
 
     def summary(self) -> dict[str, Any]:
@@ -239,6 +272,7 @@ class Governor:
         return {"policy": self.policy.name, "state": self.state, "steps": self.steps,
                 **{f"{k}_s": round(v, 3) for k, v in self.seconds.items()},
                 "pauses": self.pauses, "changes": self.changes,
+                "max_slowdown": self.max_slowdown, "budget_overrides": self.budget_overrides,
                 "baseline_p95_ms": self.baseline_ms, **self.policy.state(),
                 **({"limits": self.limits} if self.limits else {}),
                 "signals": last.as_dict() if last is not None else None}
@@ -289,9 +323,11 @@ def apply_limits(threads: int | None, nice: int | None, idle: bool = False) -> d
     """Set this process's torch threads, niceness (only ever raised) and, with ``idle``, the
     Linux ``SCHED_IDLE`` policy (it runs only on CPU time nothing else wants); every existing
     thread of the process is changed (Linux applies both per thread; new threads inherit).
-    With ``idle`` and autogroups on, the process's autogroup goes to nice 19 too (else
-    ``SCHED_IDLE`` ranks the job only inside its own session, see :func:`autogroup_nice`);
-    the worker sets it back after the job. Returns what now holds."""
+    Where autogroups are on, the process's autogroup is raised to ``nice`` too (19 with
+    ``idle``): a thread's niceness or ``SCHED_IDLE`` ranks the job only inside its own
+    session, while the CPU is shared first between sessions (see :func:`autogroup_nice`), so
+    without it a job in a session of its own competes with the inference servers as an
+    equal. The worker sets its session back after the job. Returns what now holds."""
     import torch
 
     if threads is not None:
@@ -312,9 +348,10 @@ def apply_limits(threads: int | None, nice: int | None, idle: bool = False) -> d
             except OSError:
                 continue
         applied["sched"] = "idle" if os.sched_getscheduler(0) == os.SCHED_IDLE else "other"
-    group = autogroup_nice() if idle else None
-    if group is not None:
-        if group < IDLE_NICE and set_autogroup_nice(IDLE_NICE):
-            group = IDLE_NICE
+    group_nice = IDLE_NICE if idle else nice
+    group = autogroup_nice() if group_nice else None
+    if group is not None and group_nice is not None:
+        if group < group_nice and set_autogroup_nice(group_nice):
+            group = group_nice
         applied["autogroup_nice"] = group
     return applied

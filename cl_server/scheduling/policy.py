@@ -12,8 +12,9 @@ Policies (``scheduling.policy``):
 - :class:`Immediate`: start at once, never slow down (the baseline);
 - :class:`SloAware`: keep the inference p95 latency within ``target_ms``. A job waits to
   start while the SLO is already broken, at most ``max_wait_s`` (then it starts at
-  ``min_duty``). The job trains a share ``duty`` of the wall time (it sleeps
-  ``step_s * (1 - duty) / duty`` after a step). Decisions follow the *level*: the median of
+  ``min_duty``). The job trains a share ``duty`` of the wall time: once it has trained
+  ``duty x quantum_s`` since its last sleep, it sleeps ``trained x (1 - duty) / duty``
+  (chunks, not a sleep after every step: see :data:`PACE_QUANTUM_S`). Decisions follow the *level*: the median of
   the readings taken since the duty last changed (at most ``window_s`` seconds of them; one
   reading is the p95 of about a hundred requests and moves by 10-25% with nothing training,
   the median of a few does not, and readings from before a change do not judge it). Every
@@ -57,6 +58,12 @@ PAUSE_FACTOR = 1.5
 RAISE_BELOW = 0.9
 RAISE_STEP = 0.1
 MAX_PACE_S = 5.0
+PACE_QUANTUM_S = 0.2
+"""A paced job sleeps once it has trained ``duty x PACE_QUANTUM_S`` seconds since its last
+sleep, for what that training owes, not after every step: measured beside the served LeNet-5
+(2 cores, a one-thread LeNet-5 job at duty 0.5), sleeping after every 3 ms step raised the
+inference p95 1.33-1.51x, more than not pacing at all (1.00-1.23x), and made each step ~30%
+slower (cold caches); 0.2 s chunks gave 0.95-1.20x."""
 FLOOR_PERIODS = 3
 """Periods at ``min_duty`` with the level still above a relative SLO before it is re-based."""
 
@@ -113,7 +120,8 @@ class SloAware(Policy):
 
     def __init__(self, target_ms: float | None = None, *, min_duty: float = 0.05,
                  start_duty: float = 1.0, window_s: float = 5.0, adjust_every_s: float = 1.5,
-                 max_wait_s: float = 30.0, clock: Callable[[], float] = time.monotonic):
+                 max_wait_s: float = 30.0, quantum_s: float = PACE_QUANTUM_S,
+                 clock: Callable[[], float] = time.monotonic):
         if not 0 < min_duty <= start_duty <= 1:
             raise ValueError(f"need 0 < min_duty <= start_duty <= 1 (got {min_duty}, "
                              f"{start_duty})")
@@ -123,7 +131,9 @@ class SloAware(Policy):
         self.window_s = window_s
         self.adjust_every_s = adjust_every_s
         self.max_wait_s = max_wait_s
+        self.quantum_s = quantum_s
         self.clock = clock
+        self._unslept = 0.0  # seconds trained since the last sleep (paced)
         self._waiting_since: float | None = None
         self._adjusted: float | None = None
         self._recent: deque[tuple[float, float]] = deque()
@@ -199,8 +209,14 @@ class SloAware(Policy):
                 if level < RAISE_BELOW * self.target_ms and self.duty < 1:
                     self._set_duty(min(1.0, self.duty + RAISE_STEP), now)
         if self.target_ms is None or self.duty >= 1:
+            self._unslept = 0.0
             return Decision("run")
-        pause = min(MAX_PACE_S, step_s * (1 - self.duty) / self.duty)
+        # Sleep in chunks (PACE_QUANTUM_S): what the training since the last sleep owes.
+        self._unslept += step_s
+        pause = 0.0
+        if self._unslept >= self.quantum_s * self.duty:
+            pause = min(MAX_PACE_S, self._unslept * (1 - self.duty) / self.duty)
+            self._unslept = 0.0
         level_text = f", level {self.level_ms:g} ms" if self.level_ms is not None else ""
         return Decision("pace", pause, f"duty {self.duty:.2f}{level_text}")
 
