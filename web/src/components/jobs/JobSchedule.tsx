@@ -54,9 +54,11 @@ function Signals({ signals }: { signals: JsonObject | null }) {
 function Limits({ limits }: { limits: JsonObject | null }) {
   const threads = numberAt(limits, "threads");
   const nice = numberAt(limits, "nice");
+  const session = numberAt(limits, "autogroup_nice");
   const parts = [
     ...(threads == null ? [] : [`threads ${num(threads)}`]),
     ...(nice == null ? [] : [`nice ${num(nice)}`]),
+    ...(session == null ? [] : [`session nice ${num(session)}`]),
   ];
   return <>{parts.length === 0 ? DASH : parts.join(" · ")}</>;
 }
@@ -72,6 +74,9 @@ export function JobSchedule({ schedule }: { schedule: JsonObject | null | undefi
   const changes = numberAt(schedule, "changes");
   const readings = numberAt(schedule, "readings");
   const breaches = numberAt(schedule, "breaches");
+  // slo-aware's slowdown budget (x the training time) and the paces or pauses it cut short
+  const budget = numberAt(schedule, "max_slowdown");
+  const cuts = numberAt(schedule, "budget_overrides") ?? 0;
   const rawWindows = schedule.windows;
   const windows = Array.isArray(rawWindows)
     ? rawWindows.filter((w): w is string => typeof w === "string")
@@ -111,6 +116,17 @@ export function JobSchedule({ schedule }: { schedule: JsonObject | null | undefi
             </>
           )}
         </dd>
+        {budget != null && (
+          <>
+            <dt>Slowdown budget</dt>
+            <dd data-testid="schedule-budget">
+              {`${num(budget)}x its training time`}{" "}
+              <span className="muted">
+                {`${num(cuts)} ${cuts === 1 ? "pace or pause" : "paces or pauses"} cut by it`}
+              </span>
+            </dd>
+          </>
+        )}
         {has(schedule, "slo_p95_ms") && (
           <>
             <dt>SLO p95</dt>
