@@ -218,15 +218,11 @@ def demo(data_dir: Path | None, host: str | None, port: int | None, exit_after: 
     if no_traffic:
         _run_server(config, data_dir, host, port, None, "modelci-e demo (embedded defaults)")
         return
-    from plugin.demo.run import TEXT_RATE, DemoSettings, run_demo
-
+    # Options are checked before the demo's modules (torch, the data) are imported.
     expected = 2 if service == "text" else 3
     if phase_requests is not None and len(phase_requests) != expected:
         _fail(f"--requests: the {service} demo has {expected} phases (got "
               f"{len(phase_requests)} counts)")
-    if rate is None:
-        rate = TEXT_RATE if service == "text" else 15.0
-
     if screenshots is not None:
         _screenshots_possible()
     if annotator == "label-studio":
@@ -234,6 +230,10 @@ def demo(data_dir: Path | None, host: str | None, port: int | None, exit_after: 
 
         if not label_studio_installed():
             _fail(f"--annotator label-studio: Label Studio is not installed: {INSTALL_HINT}")
+    from plugin.demo.run import TEXT_RATE, DemoSettings, run_demo
+
+    if rate is None:
+        rate = TEXT_RATE if service == "text" else 15.0
     settings = DemoSettings(
         data_dir=data_dir or DemoSettings.data_dir, host=host or DemoSettings.host,
         port=DemoSettings.port if port is None else port, rate=rate, quick=quick,
