@@ -220,6 +220,8 @@ class Governor:
         elif decision.action == "pace":  # seconds 0: paced, training on to its next sleep
             self._change("paced", decision.reason, signals)
             if decision.seconds > 0:
+                if decision.seconds > allowance:
+                    self.budget_overrides += 1  # a pace cut short by the budget
                 start = self.clock()
                 self.sleep(min(decision.seconds, allowance))
                 self.seconds["paced"] += self.clock() - start
@@ -350,7 +352,7 @@ def apply_limits(threads: int | None, nice: int | None, idle: bool = False) -> d
         applied["sched"] = "idle" if os.sched_getscheduler(0) == os.SCHED_IDLE else "other"
     group_nice = IDLE_NICE if idle else nice
     group = autogroup_nice() if group_nice else None
-    if group is not None and group_nice is not None:
+    if group is not None:
         if group < group_nice and set_autogroup_nice(group_nice):
             group = group_nice
         applied["autogroup_nice"] = group
