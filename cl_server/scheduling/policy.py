@@ -14,10 +14,11 @@ Policies (``scheduling.policy``):
   start while the SLO is already broken, at most ``max_wait_s`` (then it starts at
   ``min_duty``). The job trains a share ``duty`` of the wall time: once it has trained
   ``duty x quantum_s`` since its last sleep, it sleeps ``trained x (1 - duty) / duty``
-  (chunks, not a sleep after every step: see :data:`PACE_QUANTUM_S`). Decisions follow the *level*: the median of
-  the readings taken since the duty last changed (at most ``window_s`` seconds of them; one
-  reading is the p95 of about a hundred requests and moves by 10-25% with nothing training,
-  the median of a few does not, and readings from before a change do not judge it). Every
+  (chunks, not a sleep after every step: see :data:`PACE_QUANTUM_S`). Decisions follow
+  the *level*: the median of the readings taken since the duty last changed (at most
+  ``window_s`` seconds of them; one reading is the p95 of about a hundred requests and
+  moves by 10-25% with nothing training, the median of a few does not, and readings from
+  before a change do not judge it). Every
   ``adjust_every_s``: a level above the target halves the duty (at least ``min_duty``); a
   level below 90% of it adds 0.1 (additive increase, multiplicative decrease; in between the
   duty holds). A reading above 1.5 times the target while the level is above the target
