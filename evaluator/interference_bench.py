@@ -7,18 +7,25 @@ An open-loop client sends KServe V2 binary requests through the proxy at ``rate`
 and records each latency (client side). Then:
 
 1. **idle**: traffic only; p50 / p95 / p99 over ``idle_s`` seconds;
-2. for each model size (``mlp``, ``lenet5``, ``resnet18``, the ~11M-parameter ResNet-18-like):
-   - **alone**: the training job with no traffic (all cores, ``immediate``): its time;
+2. for each model size (``mlp``, ``lenet5``, ``resnet18``, the ~11M-parameter ResNet-18-like),
+   ``repeats`` times:
    - one run per **policy** with traffic on: ``immediate`` (all cores, full speed),
      ``limits-only`` (slo-aware's process limits: half the cores, nice 10; never paced: what
      the limits alone do) and ``slo-aware`` (SLO p95 = ``slo_ratio`` x the p95 the job
      measures before it trains; the limits, pacing and pauses): the latency quantiles of the
      requests sent while the job trained against those of the ``before_s`` seconds of idle
-     traffic right before it (this machine's idle p95 drifts by 10-30% over minutes: an
-     adjacent reference; the ratio to the first idle phase is kept too), and its training
-     time against training alone;
+     traffic right before it, client side and as the proxy measured the engine's round trip
+     (from the served-request records it writes to Redis);
+   - around every policy run, the job **alone** with the traffic stopped (all cores,
+     ``immediate``): a run's slowdown is its training time over the mean of the two alone
+     runs beside it. Both references are adjacent because this machine's speed drifts: the
+     idle p95 by 10-30% and the same job alone by up to 2x over minutes, so one early
+     reference misstates every later run;
    - ``off-peak`` with its window closed: the job waits (checked for ``offpeak_s``) and the
      latency stays at idle.
+
+With ``repeats`` above 1, :func:`summarize` gives each (model, policy) the median of its runs'
+ratios with their range, and :func:`target_check` judges the medians.
 
 The training job is a separate process (``python -m evaluator.interference_bench job``), as a
 worker's job is: the same governor, live signals and limits as the ``cl_update`` job
@@ -57,6 +64,7 @@ from cl_server.config.schema import ModelConfig
 from cl_server.embedded import EmbeddedServices
 from cl_server.embedded.process import ManagedProcess
 from evaluator.proxy_bench import binary_request
+from plugin.proxy.collector import served_stream
 from plugin.proxy.metrics import recent_latency_key
 from plugin.serving.routing import RoutingTable
 from plugin.serving.triton import TritonAdapter
@@ -86,6 +94,7 @@ class InterferenceSettings:
     settle_s: float = 2.0        # seconds between two runs
     offpeak_s: float = 3.0       # seconds the off-peak job is watched waiting
     slo_ratio: float = 1.2
+    repeats: int = 1             # runs of each (model, policy)
     quick: bool = False
     seed: int = 0
     steps: dict[str, int] = field(default_factory=dict)
@@ -112,7 +121,14 @@ class Traffic:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def start(self) -> None:
+        """Start sending (again: the records of earlier spells are kept)."""
+        if self.running:
+            return
         self._stop.clear()
         self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
         self._thread.start()
@@ -121,6 +137,7 @@ class Traffic:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+            self._thread = None
 
     async def _run(self) -> None:
         async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as session:
@@ -231,6 +248,8 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
     if unknown:
         raise ValueError(f"unknown template(s) {', '.join(unknown)} (expected: "
                          f"{', '.join(SHAPES)})")
+    if settings.repeats < 1:
+        raise ValueError(f"repeats must be at least 1 (got {settings.repeats})")
     root = Path(work_dir or tempfile.mkdtemp(prefix="modelci-bench-interference-"))
     services = EmbeddedServices(root / "embedded", cache=True, store=False)
     server = TritonServer(root, root / "repository")
@@ -265,50 +284,75 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
         sampler = Sampler(cache)
         sampler.start()
 
-        rows: list[dict[str, Any]] = []
-        alone: dict[str, dict[str, Any]] = {}
-        for template in settings.templates:  # training alone: no traffic, all cores
-            alone[template] = _run_job(cache_url, template, "immediate",
-                                       settings.steps_for(template), settings, sampler)
-            rows.append({"template": template, "policy": "alone (no traffic)",
-                         **_job_figures(alone[template], alone[template])})
-
         traffic.start()
         time.sleep(settings.settle_s)
         idle_start = time.time()
         time.sleep(settings.idle_s)
         idle_lat, idle_failed = traffic.between(idle_start, time.time())
-        idle = {**_quantiles(idle_lat), "failed": idle_failed}
-        for template in settings.templates:
-            for policy in settings.policies:
-                time.sleep(settings.settle_s)
-                before = _idle_before(traffic, settings.before_s)
-                job = _run_job(cache_url, template, policy, settings.steps_for(template),
-                               settings, sampler)
-                latencies, failed = traffic.between(job["fit_start"], job["fit_end"])
-                rows.append({"template": template, "policy": policy,
-                             **_job_figures(job, alone[template]),
-                             **_latency_figures(latencies, failed, before),
-                             "idle_before_p95_ms": before["p95_ms"],
-                             "p95_ratio_first_idle": round(_quantiles(latencies)["p95_ms"]
-                                                           / idle["p95_ms"], 2),
-                             "series": _rolling_p95(traffic, job["fit_start"],
-                                                    job["fit_end"])})
+        idle = {**_quantiles(idle_lat), "failed": idle_failed,
+                "engine": _engine_quantiles(cache, idle_start, time.time())}
+        rows: list[dict[str, Any]] = []
+        alone_runs: dict[str, list[float]] = {t: [] for t in settings.templates}
+
+        def alone() -> float:  # the job with no traffic, all cores (traffic stopped)
+            traffic.stop()
             time.sleep(settings.settle_s)
-            before = _idle_before(traffic, settings.before_s)
-            job = _run_job(cache_url, template, "off-peak", settings.steps_for(template),
-                           settings, sampler, ["--window", _closed_window(),
-                                               "--give-up-after-s", str(settings.offpeak_s)])
-            latencies, failed = traffic.between(job["start"], job["end"])
-            rows.append({"template": template, "policy": "off-peak (window closed)",
-                         "deferred": True, "steps": job["steps"],
-                         "schedule": job["schedule"],
-                         **_latency_figures(latencies, failed, before),
-                         "idle_before_p95_ms": before["p95_ms"]})
+            job = _run_job(cache_url, template, "immediate", settings.steps_for(template),
+                           settings, sampler)
+            alone_runs[template].append(job["train_s"])
+            limits[template] = job["schedule"].get("limits")
+            return float(job["train_s"])
+
+        def traffic_on() -> None:
+            if not traffic.running:
+                traffic.start()
+            time.sleep(settings.settle_s)
+
+        limits: dict[str, Any] = {}
+        for repeat in range(settings.repeats):
+            for template in settings.templates:
+                last_alone = alone()
+                for policy in settings.policies:
+                    traffic_on()
+                    before = _idle_before(traffic, cache, settings.before_s)
+                    job = _run_job(cache_url, template, policy, settings.steps_for(template),
+                                   settings, sampler)
+                    latencies, failed = traffic.between(job["fit_start"], job["fit_end"])
+                    engine = _engine_quantiles(cache, job["fit_start"], job["fit_end"])
+                    next_alone = alone()
+                    rows.append({"template": template, "policy": policy, "repeat": repeat,
+                                 **_job_figures(job, (last_alone, next_alone)),
+                                 **_latency_figures(latencies, failed, before),
+                                 **_engine_figures(engine, before["engine"]),
+                                 "idle_before_p95_ms": before["p95_ms"],
+                                 "p95_ratio_first_idle": round(
+                                     _quantiles(latencies)["p95_ms"] / idle["p95_ms"], 2),
+                                 "series": _rolling_p95(traffic, job["fit_start"],
+                                                        job["fit_end"])})
+                    last_alone = next_alone
+                if repeat == 0:
+                    traffic_on()
+                    before = _idle_before(traffic, cache, settings.before_s)
+                    job = _run_job(cache_url, template, "off-peak",
+                                   settings.steps_for(template), settings, sampler,
+                                   ["--window", _closed_window(), "--give-up-after-s",
+                                    str(settings.offpeak_s)])
+                    latencies, failed = traffic.between(job["start"], job["end"])
+                    rows.append({"template": template, "policy": "off-peak (window closed)",
+                                 "repeat": 0, "deferred": True, "steps": job["steps"],
+                                 "schedule": job["schedule"],
+                                 **_latency_figures(latencies, failed, before),
+                                 **_engine_figures(
+                                     _engine_quantiles(cache, job["start"], job["end"]),
+                                     before["engine"]),
+                                 "idle_before_p95_ms": before["p95_ms"]})
         traffic.stop()
         sampler.stop()
+        alone_rows = [_alone_row(template, runs, limits.get(template))
+                      for template, runs in alone_runs.items()]
+        rows = alone_rows + rows
         return {"settings": asdict(settings), "idle": idle, "rows": rows,
-                "target": target_check(rows),
+                "summary": summarize(rows), "target": target_check(rows),
                 "trace": sampler.trace, "paper": PAPER,
                 "load_average": list(os.getloadavg()), "cpus": os.cpu_count()}
     finally:
@@ -322,8 +366,35 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
         services.stop()
 
 
+def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per (model, policy) run beside traffic: the median of its runs' p95 ratio (client
+    side and engine), p99 ratio and slowdown, with each figure's runs listed.
+
+    Example:
+        >>> summarize([{"template": "mlp", "policy": "slo-aware", "p95_ratio": r,
+        ...             "p99_ratio": 1.0, "engine_p95_ratio": 1.0, "slowdown": d}
+        ...            for r, d in ((1.1, 1.5), (1.4, 1.2), (1.2, 2.5))])[0]["p95_ratio"]
+        1.2
+    """
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for row in rows:
+        if "p95_ratio" in row and "slowdown" in row:
+            groups.setdefault((row["template"], row["policy"]), []).append(row)
+    summary = []
+    for (template, policy), runs in groups.items():
+        entry: dict[str, Any] = {"template": template, "policy": policy, "runs": len(runs)}
+        for key in ("p95_ratio", "p99_ratio", "engine_p95_ratio", "slowdown"):
+            values = [r[key] for r in runs if r.get(key) is not None]
+            if values:
+                entry[key] = round(float(np.median(values)), 2)
+                entry[f"{key}_runs"] = values
+        summary.append(entry)
+    return summary
+
+
 def target_check(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per model, whether its ``slo-aware`` run met :data:`TARGET`.
+    """Per model, whether its ``slo-aware`` runs met :data:`TARGET` (the medians of its runs'
+    ratios, see :func:`summarize`).
 
     Example:
         >>> target_check([{"template": "mlp", "policy": "slo-aware", "p95_ratio": 1.1,
@@ -331,21 +402,60 @@ def target_check(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         False
     """
     checks = {}
-    for row in rows:
-        if row["policy"] == "slo-aware" and "p95_ratio" in row:
-            checks[row["template"]] = {
-                "p95_ratio": row["p95_ratio"], "slowdown": row["slowdown"],
-                "met": bool(row["p95_ratio"] <= TARGET["p95_ratio"]
-                            and row["slowdown"] <= TARGET["slowdown"])}
+    for entry in summarize(rows):
+        if entry["policy"] == "slo-aware" and "p95_ratio" in entry:
+            checks[entry["template"]] = {
+                "p95_ratio": entry["p95_ratio"], "slowdown": entry["slowdown"],
+                "runs": entry["runs"],
+                "met": bool(entry["p95_ratio"] <= TARGET["p95_ratio"]
+                            and entry["slowdown"] <= TARGET["slowdown"])}
     return checks
 
 
-def _idle_before(traffic: Traffic, seconds: float) -> dict[str, float | int]:
-    """The latency quantiles of ``seconds`` of traffic from now (no job running)."""
+def _idle_before(traffic: Traffic, cache: redis.Redis, seconds: float) -> dict[str, Any]:
+    """The latency quantiles of ``seconds`` of traffic from now (no job running), client side
+    and (``engine``) as the proxy measured the engine."""
     start = time.time()
     time.sleep(seconds)
-    latencies, _ = traffic.between(start, time.time())
+    end = time.time()
+    latencies, _ = traffic.between(start, end)
+    return {**_quantiles(latencies), "engine": _engine_quantiles(cache, start, end)}
+
+
+def _engine_quantiles(cache: redis.Redis, start: float, end: float) -> dict[str, float | int]:
+    """Quantiles of the engine round trips the proxy measured for the requests it served in
+    [start, end] (epoch s), read back from its served-request stream (shadows left out)."""
+    latencies = []
+    lower = f"{int((start - 5) * 1000)}-0"  # entry ids are their write times, just after
+    upper = f"{int((end + 30) * 1000)}-0"   # the request (the collector writes in batches)
+    cursor = lower
+    while True:
+        page = cache.xrange(served_stream(SERVICE), min=cursor, max=upper, count=2000)
+        for entry_id, fields in page:
+            stamp = int(fields[b"ts_ms"]) / 1000
+            if start <= stamp <= end and fields.get(b"role") != b"shadow":
+                latencies.append(float(fields[b"latency_ms"]) / 1000)
+        if len(page) < 2000:
+            break
+        cursor = "(" + page[-1][0].decode()
     return _quantiles(latencies)
+
+
+def _engine_figures(engine: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+    figures: dict[str, Any] = {"engine_p95_ms": engine["p95_ms"],
+                               "engine_idle_before_p95_ms": before["p95_ms"]}
+    if engine["requests"] and before["requests"]:
+        figures["engine_p95_ratio"] = round(engine["p95_ms"] / before["p95_ms"], 2)
+    return figures
+
+
+def _alone_row(template: str, runs: list[float], limits: dict[str, Any] | None
+               ) -> dict[str, Any]:
+    """The summary row of a model's runs alone (median, with each run)."""
+    median = float(np.median(runs))
+    return {"template": template, "policy": "alone (no traffic)", "train_s": round(median, 2),
+            "slowdown": 1.0, "alone_runs_s": [round(r, 2) for r in runs],
+            "schedule": {"limits": limits} if limits else {}}
 
 
 def _rolling_p95(traffic: Traffic, start: float, end: float, window_s: float = 1.0,
@@ -379,40 +489,59 @@ def write_report(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         (f"Idle (no job): p50 {idle['p50_ms']} ms, p95 {idle['p95_ms']} ms, p99 "
          f"{idle['p99_ms']} ms over {idle['requests']} requests."),
         "",
-        ("| model | policy | idle p95 ms before | p50 ms | p95 ms (x idle before) | p99 ms "
-         "(x idle before) | training s (x alone) | paced s | paused s | pauses (budget cuts) "
-         "| SLO p95 ms "
-         "(proxy) | limits |"),
-        "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        ("| model | policy | run | idle p95 ms before | p50 ms | p95 ms (x idle before) | p99 ms "
+         "(x idle before) | engine p95 ms (x idle before) | training s (x alone beside it) "
+         "| paced s | paused s | pauses (budget cuts) | SLO p95 ms (proxy) | limits |"),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         schedule = row.get("schedule") or {}
         limits = schedule.get("limits") or {}
         latency = ("-", "-", "-") if "p95_ms" not in row else (
             f"{row['p50_ms']}", f"{row['p95_ms']} ({row['p95_ratio']}x)",
             f"{row['p99_ms']} ({row['p99_ratio']}x)")
-        training = "deferred (0 steps)" if row.get("deferred") else \
-            f"{row['train_s']} ({row['slowdown']}x)"
+        engine = "-" if row.get("engine_p95_ratio") is None else \
+            f"{row['engine_p95_ms']} ({row['engine_p95_ratio']}x)"
+        if row.get("deferred"):
+            training = "deferred (0 steps)"
+        elif "alone_runs_s" in row:
+            training = f"{row['train_s']} (median of {', '.join(map(str, row['alone_runs_s']))})"
+        else:
+            training = f"{row['train_s']} ({row['slowdown']}x {row['alone_s']})"
         lines.append(
-            f"| {row['template']} | {row['policy']} | {row.get('idle_before_p95_ms', '-')} | "
-            f"{latency[0]} | {latency[1]} | "
-            f"{latency[2]} | {training} | {schedule.get('paced_s', 0):.1f} | "
+            f"| {row['template']} | {row['policy']} | "
+            f"{row['repeat'] + 1 if 'repeat' in row else '-'} | "
+            f"{row.get('idle_before_p95_ms', '-')} | {latency[0]} | {latency[1]} | "
+            f"{latency[2]} | {engine} | {training} | {schedule.get('paced_s', 0):.1f} | "
             f"{schedule.get('paused_s', 0):.1f} | {schedule.get('pauses', 0)} "
             f"({schedule.get('budget_overrides') or 0}) | "
             f"{schedule.get('slo_p95_ms') or '-'} | "
             f"{', '.join(f'{k} {v}' for k, v in limits.items()) or '-'} |")
+    summary = result.get("summary") or []
+    if result["settings"].get("repeats", 1) > 1 and summary:
+        lines += ["", "Medians over the runs (each run in brackets):", "",
+                  "| model | policy | runs | p95 x idle before | p99 x idle before | engine p95 x "
+                  "idle before | training x alone |", "|---|---|---|---|---|---|---|"]
+        for entry in summary:
+            cells = [f"{entry[k]} ({', '.join(map(str, entry[k + '_runs']))})"
+                     if k in entry else "-"
+                     for k in ("p95_ratio", "p99_ratio", "engine_p95_ratio", "slowdown")]
+            lines.append(f"| {entry['template']} | {entry['policy']} | {entry['runs']} | "
+                         + " | ".join(cells) + " |")
     checks = result.get("target") or {}
     if checks:
         lines += ["", (f"Target under slo-aware (p95 <= {TARGET['p95_ratio']:g}x the idle p95 "
                        f"before, training <= {TARGET['slowdown']:g}x alone): " + "; ".join(
                            f"{name} {'met' if c['met'] else 'not met'} ({c['p95_ratio']}x, "
-                           f"{c['slowdown']}x)" for name, c in checks.items()) + ".")]
+                           f"{c['slowdown']}x"
+                           + (f", medians of {c['runs']} runs" if c.get("runs", 1) > 1 else "")
+                           + ")" for name, c in checks.items()) + ".")]
     lines += ["", (f"The ModelCI-e paper (no SLO policy): inference p95 during an update "
                    f"{PAPER['p95_ratio_during_update']}; training {PAPER['training_slowdown']} "
                    "slower beside inference.")]
     table = out_dir / "interference.md"
     table.write_text("\n".join(lines) + "\n")
 
-    runs = [r for r in result["rows"] if r.get("series")]
+    runs = [r for r in result["rows"] if r.get("series") and not r.get("repeat")]
     templates = list(dict.fromkeys(r["template"] for r in runs))
     figure, axes = plt.subplots(len(templates) or 1, 2, figsize=(11, 3.2 * max(1, len(templates))),
                                 squeeze=False)
@@ -452,9 +581,12 @@ def _closed_window() -> str:
     return f"{at.tm_hour:02d}:{at.tm_min:02d}-{end.tm_hour:02d}:{end.tm_min:02d}"
 
 
-def _job_figures(job: dict[str, Any], alone: dict[str, Any]) -> dict[str, Any]:
+def _job_figures(job: dict[str, Any], alone: tuple[float, float]) -> dict[str, Any]:
+    """``alone``: the job's training seconds alone right before and right after this run."""
+    reference = sum(alone) / len(alone)
     return {"steps": job["steps"], "train_s": round(job["train_s"], 2),
-            "slowdown": round(job["train_s"] / alone["train_s"], 2),
+            "alone_s": round(reference, 2), "alone_adjacent_s": [round(a, 2) for a in alone],
+            "slowdown": round(job["train_s"] / reference, 2),
             "job_s": round(job["end"] - job["start"], 2), "schedule": job["schedule"],
             "fit_start": job["fit_start"], "fit_end": job["fit_end"]}
 

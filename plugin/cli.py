@@ -595,9 +595,12 @@ def bench_proxy(rate: float, duration_s: float, out_dir: Path, quick: bool) -> N
               help="slo-aware: the SLO as a multiple of the p95 measured before the job.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               default=Path("bench-results/interference"), show_default=True)
+@click.option("--repeats", type=click.IntRange(1, 20), default=1, show_default=True,
+              help="Runs of each model under each policy; the target is judged on the "
+              "medians (this machine's speed drifts from run to run).")
 @click.option("--quick", is_flag=True, help="The MLP only, short jobs and idle phase: for CI.")
 def bench_interference(templates: str, rate: float, slo_ratio: float, out_dir: Path,
-                       quick: bool) -> None:
+                       repeats: int, quick: bool) -> None:
     """Inference latency while CL updates train beside it, per scheduling policy."""
     from evaluator.interference_bench import (
         SHAPES,
@@ -612,8 +615,9 @@ def bench_interference(templates: str, rate: float, slo_ratio: float, out_dir: P
         raise click.BadParameter(f"unknown template(s) {', '.join(unknown) or '(none)'} "
                                  f"(expected: {', '.join(SHAPES)})", param_hint="--templates")
     settings = InterferenceSettings(templates=("mlp",) if quick else names, rate=rate,
-                                    slo_ratio=slo_ratio, quick=quick,
+                                    slo_ratio=slo_ratio, quick=quick, repeats=repeats,
                                     idle_s=4.0 if quick else 20.0,
+                                    settle_s=1.0 if quick else 2.0,
                                     before_s=3.0 if quick else 10.0)
     with console.status("starting redis, tritonserver and the proxy; training beside "
                         "traffic..."):
