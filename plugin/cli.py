@@ -595,12 +595,14 @@ def bench_proxy(rate: float, duration_s: float, out_dir: Path, quick: bool) -> N
               help="slo-aware: the SLO as a multiple of the p95 measured before the job.")
 @click.option("--out", "out_dir", type=click.Path(path_type=Path),
               default=Path("bench-results/interference"), show_default=True)
+@click.option("--policies", default="immediate,limits-only,slo-aware", show_default=True,
+              help="Policies run beside traffic, comma separated (off-peak always runs).")
 @click.option("--repeats", type=click.IntRange(1, 20), default=1, show_default=True,
               help="Runs of each model under each policy; the target is judged on the "
               "medians (this machine's speed drifts from run to run).")
 @click.option("--quick", is_flag=True, help="The MLP only, short jobs and idle phase: for CI.")
 def bench_interference(templates: str, rate: float, slo_ratio: float, out_dir: Path,
-                       repeats: int, quick: bool) -> None:
+                       policies: str, repeats: int, quick: bool) -> None:
     """Inference latency while CL updates train beside it, per scheduling policy."""
     from evaluator.interference_bench import (
         SHAPES,
@@ -614,7 +616,13 @@ def bench_interference(templates: str, rate: float, slo_ratio: float, out_dir: P
     if unknown or not names:
         raise click.BadParameter(f"unknown template(s) {', '.join(unknown) or '(none)'} "
                                  f"(expected: {', '.join(SHAPES)})", param_hint="--templates")
+    chosen = tuple(p.strip() for p in policies.split(",") if p.strip())
+    known = ("immediate", "limits-only", "slo-aware")
+    if not chosen or any(p not in known for p in chosen):
+        raise click.BadParameter(f"unknown policies {policies!r} (expected some of: "
+                                 f"{', '.join(known)})", param_hint="--policies")
     settings = InterferenceSettings(templates=("mlp",) if quick else names, rate=rate,
+                                    policies=chosen,
                                     slo_ratio=slo_ratio, quick=quick, repeats=repeats,
                                     idle_s=4.0 if quick else 20.0,
                                     settle_s=1.0 if quick else 2.0,

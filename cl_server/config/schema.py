@@ -507,8 +507,11 @@ class SloConfig(Section):
         "the job starts.")
     p95_ratio: float = Field(1.2, ge=1, description="With no p95_ms: the SLO as a multiple of "
                              "the p95 measured during baseline_s before the job trains.")
-    baseline_s: float = Field(3.0, gt=0, le=60, description="Seconds of latency readings the "
-                              "baseline p95 is taken from.")
+    baseline_s: float = Field(10.0, gt=0, le=60, description="Seconds of latency readings the "
+                              "baseline p95 is taken from (the median of the proxy's "
+                              "two-second figures, two a second). Fewer readings make a noisy "
+                              "baseline: with 3 s, four of nine benchmark jobs got an SLO "
+                              "within 13% of the idle level and were paced by its noise.")
     max_slowdown: float | None = Field(
         2.0, ge=1, description="The job's slowdown budget: the seconds it is paced and paused "
         "never exceed max_slowdown - 1 times the seconds it has trained, so it ends within "

@@ -69,7 +69,7 @@ class Governor:
                  log: Callable[..., None], check_cancelled: Callable[[], None] = lambda: None,
                  record: Callable[[dict[str, Any]], None] | None = None,
                  read_every_s: float = 0.25, max_pause_s: float = 30.0,
-                 baseline_s: float = 3.0, slo_ratio: float = 1.2,
+                 baseline_s: float = 10.0, slo_ratio: float = 1.2,
                  fallback_baseline: Callable[[], float | None] | None = None,
                  limits: dict[str, Any] | None = None, max_slowdown: float | None = None,
                  clock: Callable[[], float] = time.monotonic,
