@@ -10,6 +10,7 @@ servers, so nothing is left running.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import socket
@@ -215,14 +216,21 @@ class ServerRuntime:
         return self._annotation
 
     def serve_forever(self) -> None:
-        """Serve HTTP until KeyboardInterrupt or SystemExit (the CLI maps SIGTERM to it)."""
-        assert self._server is not None
-        self._server.run()
+        """Serve HTTP until KeyboardInterrupt or SystemExit (the CLI maps SIGTERM to it), or
+        until :meth:`stop` closes the server from another thread."""
+        server = self._server
+        assert server is not None
+        try:
+            server.run()
+        except OSError as exc:
+            # stop() closed the sockets under the select loop of this thread: a normal end
+            if self._server is server or exc.errno != errno.EBADF:
+                raise
 
     def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
+        server, self._server = self._server, None  # first: serve_forever then knows
+        if server is not None:
+            server.close()
         if self._annotation is not None:
             self._annotation.stop()
             self._annotation = None
