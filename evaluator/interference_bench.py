@@ -293,8 +293,9 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
                 "engine": _engine_quantiles(cache, idle_start, time.time())}
         rows: list[dict[str, Any]] = []
         alone_runs: dict[str, list[float]] = {t: [] for t in settings.templates}
+        limits: dict[str, Any] = {}
 
-        def alone() -> float:  # the job with no traffic, all cores (traffic stopped)
+        def alone(template: str) -> float:  # the job with no traffic, all cores
             traffic.stop()
             time.sleep(settings.settle_s)
             job = _run_job(cache_url, template, "immediate", settings.steps_for(template),
@@ -308,10 +309,9 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
                 traffic.start()
             time.sleep(settings.settle_s)
 
-        limits: dict[str, Any] = {}
         for repeat in range(settings.repeats):
             for template in settings.templates:
-                last_alone = alone()
+                last_alone = alone(template)
                 for policy in settings.policies:
                     traffic_on()
                     before = _idle_before(traffic, cache, settings.before_s)
@@ -319,7 +319,7 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
                                    settings, sampler)
                     latencies, failed = traffic.between(job["fit_start"], job["fit_end"])
                     engine = _engine_quantiles(cache, job["fit_start"], job["fit_end"])
-                    next_alone = alone()
+                    next_alone = alone(template)
                     rows.append({"template": template, "policy": policy, "repeat": repeat,
                                  **_job_figures(job, (last_alone, next_alone)),
                                  **_latency_figures(latencies, failed, before),

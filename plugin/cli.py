@@ -617,7 +617,7 @@ def bench_interference(templates: str, rate: float, slo_ratio: float, out_dir: P
         raise click.BadParameter(f"unknown template(s) {', '.join(unknown) or '(none)'} "
                                  f"(expected: {', '.join(SHAPES)})", param_hint="--templates")
     chosen = tuple(p.strip() for p in policies.split(",") if p.strip())
-    known = ("immediate", "limits-only", "slo-aware")
+    known = InterferenceSettings.policies  # the default runs every one
     if not chosen or any(p not in known for p in chosen):
         raise click.BadParameter(f"unknown policies {policies!r} (expected some of: "
                                  f"{', '.join(known)})", param_hint="--policies")
