@@ -259,7 +259,7 @@ def test_scheduling_config_errors_name_the_field() -> None:
     policy = make_policy(config.scheduling)
     assert isinstance(policy, SloAware) and policy.target_ms == 40
     threads, nice, idle = process_limits(config.scheduling)
-    assert nice == 10 and not idle and threads is not None and threads >= 1
+    assert nice == 19 and not idle and threads is not None and threads >= 1
     assert policy.max_wait_s == config.scheduling.max_pause_s
     assert isinstance(make_policy(parse_config(BASE, env={}).scheduling), Immediate)
 

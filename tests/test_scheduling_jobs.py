@@ -146,7 +146,7 @@ def test_slo_aware_job_pauses_resumes_and_trains_the_same_weights(
     schedule = paced.schedule
     assert schedule["policy"] == "slo-aware" and schedule["slo_p95_ms"] == 10
     assert schedule["pauses"] >= 1 and schedule["paused_s"] > 0
-    assert schedule["limits"] == {"threads": 1, "nice": 10, "sched": "idle", **(
+    assert schedule["limits"] == {"threads": 1, "nice": 19, "sched": "idle", **(
         {} if group_before is None else {"autogroup_nice": 19})}
     assert session_nice(worker_pid) == group_before  # the worker's session is back
     assert schedule["state"] in ("running", "paced") and schedule["steps"] > 0

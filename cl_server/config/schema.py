@@ -536,7 +536,7 @@ class SchedulingConfig(Section):
         "immediate and off-peak, half the cores (at least 1) for slo-aware.")
     nice: int | None = Field(
         None, ge=0, le=19, description="OS niceness the job's process takes (higher: lower "
-        "priority); empty: 0 for immediate and off-peak, 10 for slo-aware.")
+        "priority); empty: 0 for immediate and off-peak, 19 for slo-aware.")
     idle_priority: bool = Field(
         False, description="Run the job's process under Linux SCHED_IDLE (and its session at "
         "nice 19): it trains only on CPU time inference leaves. Off by default: the kernel "

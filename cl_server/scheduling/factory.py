@@ -13,7 +13,7 @@ from cl_server.scheduling.policy import Immediate, OffPeak, Policy, SloAware
 from cl_server.scheduling.signals import LiveSignals
 from plugin.proxy.metrics import latency_key
 
-SLO_AWARE_NICE = 10
+SLO_AWARE_NICE = 19
 
 
 def make_policy(scheduling: SchedulingConfig) -> Policy:
