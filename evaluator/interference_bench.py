@@ -10,17 +10,19 @@ and records each latency (client side). Then:
 2. for each model size (``mlp``, ``lenet5``, ``resnet18``, the ~11M-parameter ResNet-18-like),
    ``repeats`` times:
    - one run per **policy** with traffic on: ``immediate`` (all cores, full speed),
-     ``limits-only`` (slo-aware's process limits: half the cores, nice 10; never paced: what
+     ``limits-only`` (slo-aware's process limits: half the cores, nice 19; never paced: what
      the limits alone do) and ``slo-aware`` (SLO p95 = ``slo_ratio`` x the p95 the job
      measures before it trains; the limits, pacing and pauses): the latency quantiles of the
-     requests sent while the job trained against those of the ``before_s`` seconds of idle
-     traffic right before it, client side and as the proxy measured the engine's round trip
-     (from the served-request records it writes to Redis);
+     requests sent while the job trained against those of the idle traffic around it (the
+     ``before_s`` seconds right before it and the ``after_s`` seconds right after it, pooled),
+     client side and as the proxy measured the engine's round trip (from the served-request
+     records it writes to Redis);
    - around every policy run, the job **alone** with the traffic stopped (all cores,
      ``immediate``): a run's slowdown is its training time over the mean of the two alone
-     runs beside it. Both references are adjacent because this machine's speed drifts: the
-     idle p95 by 10-30% and the same job alone by up to 2x over minutes, so one early
-     reference misstates every later run;
+     runs beside it. Both references are adjacent, on both sides, because this machine's
+     speed drifts: the idle p95 of 10 s windows by 10-30% and the same job alone by up to 2x
+     over minutes, so one early reference misstates every later run, and a reference on one
+     side only reads a drift during the run as the job's doing;
    - ``off-peak`` with its window closed: the job waits (checked for ``offpeak_s``) and the
      latency stays at idle.
 
@@ -91,6 +93,7 @@ class InterferenceSettings:
     rate: float = 50.0           # requests per second through the proxy
     idle_s: float = 20.0         # seconds of traffic with no job (the idle quantiles)
     before_s: float = 10.0       # seconds of idle traffic measured right before each job
+    after_s: float = 10.0        # ... and right after it (the idle reference pools both)
     settle_s: float = 2.0        # seconds between two runs
     offpeak_s: float = 3.0       # seconds the off-peak job is watched waiting
     slo_ratio: float = 1.2
@@ -314,17 +317,24 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
                 last_alone = alone(template)
                 for policy in settings.policies:
                     traffic_on()
-                    before = _idle_before(traffic, cache, settings.before_s)
+                    before = _idle_window(traffic, cache, settings.before_s)
                     job = _run_job(cache_url, template, policy, settings.steps_for(template),
                                    settings, sampler)
                     latencies, failed = traffic.between(job["fit_start"], job["fit_end"])
                     engine = _engine_quantiles(cache, job["fit_start"], job["fit_end"])
+                    time.sleep(settings.settle_s)
+                    after = _idle_window(traffic, cache, settings.after_s)
+                    around = _pooled(before, after)
                     next_alone = alone(template)
                     rows.append({"template": template, "policy": policy, "repeat": repeat,
                                  **_job_figures(job, (last_alone, next_alone)),
-                                 **_latency_figures(latencies, failed, before),
-                                 **_engine_figures(engine, before["engine"]),
+                                 **_latency_figures(latencies, failed, around),
+                                 **_engine_figures(engine, around["engine"]),
+                                 "idle_p95_ms": around["p95_ms"],
                                  "idle_before_p95_ms": before["p95_ms"],
+                                 "idle_after_p95_ms": after["p95_ms"],
+                                 "p95_ratio_before": round(
+                                     _quantiles(latencies)["p95_ms"] / before["p95_ms"], 2),
                                  "p95_ratio_first_idle": round(
                                      _quantiles(latencies)["p95_ms"] / idle["p95_ms"], 2),
                                  "series": _rolling_p95(traffic, job["fit_start"],
@@ -332,7 +342,7 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
                     last_alone = next_alone
                 if repeat == 0:
                     traffic_on()
-                    before = _idle_before(traffic, cache, settings.before_s)
+                    before = _idle_window(traffic, cache, settings.before_s)
                     job = _run_job(cache_url, template, "off-peak",
                                    settings.steps_for(template), settings, sampler,
                                    ["--window", _closed_window(), "--give-up-after-s",
@@ -345,6 +355,7 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
                                  **_engine_figures(
                                      _engine_quantiles(cache, job["start"], job["end"]),
                                      before["engine"]),
+                                 "idle_p95_ms": before["p95_ms"],
                                  "idle_before_p95_ms": before["p95_ms"]})
         traffic.stop()
         sampler.stop()
@@ -383,7 +394,8 @@ def summarize(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     summary = []
     for (template, policy), runs in groups.items():
         entry: dict[str, Any] = {"template": template, "policy": policy, "runs": len(runs)}
-        for key in ("p95_ratio", "p99_ratio", "engine_p95_ratio", "slowdown"):
+        for key in ("p95_ratio", "p95_ratio_before", "p99_ratio", "engine_p95_ratio",
+                    "slowdown"):
             values = [r[key] for r in runs if r.get(key) is not None]
             if values:
                 entry[key] = round(float(np.median(values)), 2)
@@ -412,19 +424,40 @@ def target_check(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     return checks
 
 
-def _idle_before(traffic: Traffic, cache: redis.Redis, seconds: float) -> dict[str, Any]:
+def _idle_window(traffic: Traffic, cache: redis.Redis, seconds: float) -> dict[str, Any]:
     """The latency quantiles of ``seconds`` of traffic from now (no job running), client side
-    and (``engine``) as the proxy measured the engine."""
+    and (``engine``) as the proxy measured the engine; ``latencies`` and ``engine_latencies``
+    (s) keep the samples for :func:`_pooled`."""
     start = time.time()
     time.sleep(seconds)
     end = time.time()
     latencies, _ = traffic.between(start, end)
-    return {**_quantiles(latencies), "engine": _engine_quantiles(cache, start, end)}
+    engine = _engine_latencies(cache, start, end)
+    return {**_quantiles(latencies), "engine": _quantiles(engine), "latencies": latencies,
+            "engine_latencies": engine}
+
+
+def _pooled(*windows: dict[str, Any]) -> dict[str, Any]:
+    """The quantiles of the samples of several :func:`_idle_window` results together.
+
+    Example:
+        >>> window = lambda s: {"latencies": s, "engine_latencies": s}
+        >>> _pooled(window([0.001] * 9), window([0.003]))["p95_ms"]
+        2.1
+    """
+    latencies = [x for window in windows for x in window["latencies"]]
+    engine = [x for window in windows for x in window["engine_latencies"]]
+    return {**_quantiles(latencies), "engine": _quantiles(engine)}
 
 
 def _engine_quantiles(cache: redis.Redis, start: float, end: float) -> dict[str, float | int]:
     """Quantiles of the engine round trips the proxy measured for the requests it served in
     [start, end] (epoch s), read back from its served-request stream (shadows left out)."""
+    return _quantiles(_engine_latencies(cache, start, end))
+
+
+def _engine_latencies(cache: redis.Redis, start: float, end: float) -> list[float]:
+    """The engine round trips (s) of :func:`_engine_quantiles`."""
     latencies = []
     lower = f"{int((start - 5) * 1000)}-0"  # entry ids are their write times, just after
     upper = f"{int((end + 30) * 1000)}-0"   # the request (the collector writes in batches)
@@ -438,15 +471,22 @@ def _engine_quantiles(cache: redis.Redis, start: float, end: float) -> dict[str,
         if len(page) < 2000:
             break
         cursor = "(" + page[-1][0].decode()
-    return _quantiles(latencies)
+    return latencies
 
 
-def _engine_figures(engine: dict[str, Any], before: dict[str, Any]) -> dict[str, Any]:
+def _engine_figures(engine: dict[str, Any], idle: dict[str, Any]) -> dict[str, Any]:
     figures: dict[str, Any] = {"engine_p95_ms": engine["p95_ms"],
-                               "engine_idle_before_p95_ms": before["p95_ms"]}
-    if engine["requests"] and before["requests"]:
-        figures["engine_p95_ratio"] = round(engine["p95_ms"] / before["p95_ms"], 2)
+                               "engine_idle_p95_ms": idle["p95_ms"]}
+    if engine["requests"] and idle["requests"]:
+        figures["engine_p95_ratio"] = round(engine["p95_ms"] / idle["p95_ms"], 2)
     return figures
+
+
+def _idle_cell(row: dict[str, Any]) -> str:
+    """The table's idle p95: before / after / pooled, or the one window there was."""
+    if row.get("idle_after_p95_ms") is None:
+        return str(row.get("idle_p95_ms", "-"))
+    return f"{row['idle_before_p95_ms']} / {row['idle_after_p95_ms']} / {row['idle_p95_ms']}"
 
 
 def _alone_row(template: str, runs: list[float], limits: dict[str, Any] | None
@@ -489,9 +529,12 @@ def write_report(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         (f"Idle (no job): p50 {idle['p50_ms']} ms, p95 {idle['p95_ms']} ms, p99 "
          f"{idle['p99_ms']} ms over {idle['requests']} requests."),
         "",
-        ("| model | policy | run | idle p95 ms before | p50 ms | p95 ms (x idle before) | p99 ms "
-         "(x idle before) | engine p95 ms (x idle before) | training s (x alone beside it) "
-         "| paced s | paused s | pauses (budget cuts) | SLO p95 ms (proxy) | limits |"),
+        ("Each run's latency ratios are against the idle traffic around it: the seconds right "
+         "before and right after the job, pooled (idle p95 before / after / pooled)."),
+        "",
+        ("| model | policy | run | idle p95 ms | p50 ms | p95 ms (x idle) | p99 ms (x idle) "
+         "| engine p95 ms (x idle) | training s (x alone beside it) | paced s | paused s "
+         "| pauses (budget cuts) | SLO p95 ms (proxy) | limits |"),
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in result["rows"]:
         schedule = row.get("schedule") or {}
@@ -510,7 +553,7 @@ def write_report(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
         lines.append(
             f"| {row['template']} | {row['policy']} | "
             f"{row['repeat'] + 1 if 'repeat' in row else '-'} | "
-            f"{row.get('idle_before_p95_ms', '-')} | {latency[0]} | {latency[1]} | "
+            f"{_idle_cell(row)} | {latency[0]} | {latency[1]} | "
             f"{latency[2]} | {engine} | {training} | {schedule.get('paced_s', 0):.1f} | "
             f"{schedule.get('paused_s', 0):.1f} | {schedule.get('pauses', 0)} "
             f"({schedule.get('budget_overrides') or 0}) | "
@@ -519,18 +562,19 @@ def write_report(result: dict[str, Any], out_dir: Path) -> tuple[Path, Path]:
     summary = result.get("summary") or []
     if result["settings"].get("repeats", 1) > 1 and summary:
         lines += ["", "Medians over the runs (each run in brackets):", "",
-                  "| model | policy | runs | p95 x idle before | p99 x idle before | engine p95 x "
-                  "idle before | training x alone |", "|---|---|---|---|---|---|---|"]
+                  "| model | policy | runs | p95 x idle | p95 x idle before only | p99 x idle "
+                  "| engine p95 x idle | training x alone |", "|---|---|---|---|---|---|---|---|"]
         for entry in summary:
             cells = [f"{entry[k]} ({', '.join(map(str, entry[k + '_runs']))})"
                      if k in entry else "-"
-                     for k in ("p95_ratio", "p99_ratio", "engine_p95_ratio", "slowdown")]
+                     for k in ("p95_ratio", "p95_ratio_before", "p99_ratio", "engine_p95_ratio",
+                               "slowdown")]
             lines.append(f"| {entry['template']} | {entry['policy']} | {entry['runs']} | "
                          + " | ".join(cells) + " |")
     checks = result.get("target") or {}
     if checks:
         lines += ["", (f"Target under slo-aware (p95 <= {TARGET['p95_ratio']:g}x the idle p95 "
-                       f"before, training <= {TARGET['slowdown']:g}x alone): " + "; ".join(
+                       f"around the job, training <= {TARGET['slowdown']:g}x alone): " + "; ".join(
                            f"{name} {'met' if c['met'] else 'not met'} ({c['p95_ratio']}x, "
                            f"{c['slowdown']}x"
                            + (f", medians of {c['runs']} runs" if c.get("runs", 1) > 1 else "")

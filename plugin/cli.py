@@ -626,7 +626,8 @@ def bench_interference(templates: str, rate: float, slo_ratio: float, out_dir: P
                                     slo_ratio=slo_ratio, quick=quick, repeats=repeats,
                                     idle_s=4.0 if quick else 20.0,
                                     settle_s=1.0 if quick else 2.0,
-                                    before_s=3.0 if quick else 10.0)
+                                    before_s=3.0 if quick else 10.0,
+                                    after_s=3.0 if quick else 10.0)
     with console.status("starting redis, tritonserver and the proxy; training beside "
                         "traffic..."):
         result = run_interference_bench(settings)
