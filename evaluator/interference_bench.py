@@ -325,6 +325,7 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
                     time.sleep(settings.settle_s)
                     after = _idle_window(traffic, cache, settings.after_s)
                     around = _pooled(before, after)
+                    p95 = _quantiles(latencies)["p95_ms"]
                     next_alone = alone(template)
                     rows.append({"template": template, "policy": policy, "repeat": repeat,
                                  **_job_figures(job, (last_alone, next_alone)),
@@ -333,10 +334,8 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
                                  "idle_p95_ms": around["p95_ms"],
                                  "idle_before_p95_ms": before["p95_ms"],
                                  "idle_after_p95_ms": after["p95_ms"],
-                                 "p95_ratio_before": round(
-                                     _quantiles(latencies)["p95_ms"] / before["p95_ms"], 2),
-                                 "p95_ratio_first_idle": round(
-                                     _quantiles(latencies)["p95_ms"] / idle["p95_ms"], 2),
+                                 "p95_ratio_before": round(p95 / before["p95_ms"], 2),
+                                 "p95_ratio_first_idle": round(p95 / idle["p95_ms"], 2),
                                  "series": _rolling_p95(traffic, job["fit_start"],
                                                         job["fit_end"])})
                     last_alone = next_alone
