@@ -63,7 +63,7 @@ def ctx_of(app: Any) -> ServerContext:
 
 def forget_dead_workers(cache: redis.Redis) -> int:
     """Drop RQ worker registrations of this host whose process is gone (a worker killed with
-    its server leaves one behind, restored from Redis's snapshot); returns how many."""
+    its server leaves one behind, restored from Redis's append-only file); returns how many."""
     host = socket.gethostname()
     gone = [w for w in Worker.all(connection=cache)
             if w.hostname == host and w.pid and not psutil.pid_exists(w.pid)]

@@ -486,7 +486,8 @@ def test_store_and_cache_data_survive_a_restart(tmp_path: Path) -> None:
         client["persist"]["things"].insert_one({"_id": "a", "n": 7, "tags": ["x", "y"]})
         client.close()
     assert not any(alive(p) for p in first_procs)
-    assert (data_dir / "redis" / "dump.rdb").exists(), "redis saved no snapshot on SIGTERM"
+    assert (data_dir / "redis" / "appendonly.aof").stat().st_size > 0, "redis wrote no AOF"
+    assert not (data_dir / "redis" / "dump.rdb").exists(), "redis took a full snapshot"
 
     with EmbeddedServices(data_dir, cache=True, store=True) as services:
         assert not first_pids & set(services.pids)
@@ -502,6 +503,38 @@ def test_store_and_cache_data_survive_a_restart(tmp_path: Path) -> None:
                 "_id": "a", "n": 7, "tags": ["x", "y"]}
         finally:
             client.close()
+
+
+def test_a_snapshot_only_data_dir_is_carried_into_the_append_only_file(tmp_path: Path) -> None:
+    """A data dir from a version that persisted Redis by snapshots only (dump.rdb, no AOF)
+    keeps its cache: loaded from the snapshot once, then persisted by the AOF alone."""
+    data_dir = tmp_path / "data"
+    redis_dir = data_dir / "redis"
+    with EmbeddedServices(data_dir, cache=True, store=False) as services:
+        cache = redis.Redis.from_url(services.endpoints.cache_url)
+        cache.rpush("queue", "job-1", "job-2")
+        cache.save()  # the snapshot an earlier version left behind
+        cache.close()
+    (redis_dir / "appendonly.aof").unlink()
+    assert (redis_dir / "dump.rdb").exists()
+
+    with EmbeddedServices(data_dir, cache=True, store=False) as services:
+        assert (redis_dir / "appendonly.aof").stat().st_size > 0  # written before start returned
+        cache = redis.Redis.from_url(services.endpoints.cache_url)
+        try:
+            assert cache.lrange("queue", 0, -1) == [b"job-1", b"job-2"]
+            assert cache.info("persistence")["aof_enabled"] == 1
+            cache.rpush("queue", "job-3")
+        finally:
+            cache.close()
+    (redis_dir / "dump.rdb").unlink()  # from here the AOF alone carries the cache
+
+    with EmbeddedServices(data_dir, cache=True, store=False) as services:
+        cache = redis.Redis.from_url(services.endpoints.cache_url)
+        try:
+            assert cache.lrange("queue", 0, -1) == [b"job-1", b"job-2", b"job-3"]
+        finally:
+            cache.close()
 
 
 @pytest.mark.parametrize("leaf", ["long-data-dir-" + "x" * 100, "é" * 40, 'my data "dir"'],
@@ -529,7 +562,7 @@ def test_long_data_dir_path_uses_a_short_socket_path(tmp_path: Path, leaf: str) 
             finally:
                 store.close()
         assert not socket_path.exists(), "redis left its socket behind"
-        assert (data_dir / "redis" / "dump.rdb").exists()
+        assert (data_dir / "redis" / "appendonly.aof").exists()
     finally:
         if socket_path is not None and socket_path.parent != data_dir / "redis":
             try:

