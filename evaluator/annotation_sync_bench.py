@@ -19,7 +19,6 @@ Example (about a minute: ``tests/test_annotation_bench.py`` runs it with ``n=100
 
 from __future__ import annotations
 
-import tempfile
 import time
 import uuid
 from dataclasses import asdict, dataclass
@@ -29,6 +28,8 @@ from typing import Any
 import numpy as np
 import psutil
 import redis
+
+from evaluator.scratch import scratch_dir
 
 SERVICE = "digits"
 SYNC_TARGET_S = 30.0
@@ -46,6 +47,12 @@ def run_sync_bench(settings: SyncBenchSettings, work_dir: Path | None = None,
     """Run the benchmark (see the module doc); returns its figures. ``endpoint``: a running
     Label Studio (a :class:`~cl_server.embedded.LabelStudioEndpoint`) to use instead of
     starting one (the test suite's)."""
+    with scratch_dir(work_dir, "modelci-sync-bench-") as root:
+        return _run_sync_bench(settings, root, endpoint)
+
+
+def _run_sync_bench(settings: SyncBenchSettings, root: Path,
+                    endpoint: Any | None = None) -> dict[str, Any]:
     from cl_server.annotation.label_studio import LabelStudioBackend
     from cl_server.annotation.simulated import SimulatedAnnotator
     from cl_server.annotation.sync import AnnotationSync
@@ -55,7 +62,6 @@ def run_sync_bench(settings: SyncBenchSettings, work_dir: Path | None = None,
     from cl_server.store import DataQuery, MongoStore
     from model_factory.scenarios.datasets import mnist_5k
 
-    root = Path(work_dir or tempfile.mkdtemp(prefix="modelci-sync-bench-"))
     x, y = mnist_5k()
     rng = np.random.default_rng(settings.seed)
     picked = rng.choice(len(x), size=settings.samples, replace=settings.samples > len(x))

@@ -22,7 +22,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,6 +34,7 @@ from cl_server.collector.service import ServiceCollector, keys
 from cl_server.config import parse_config
 from cl_server.embedded import EmbeddedServices
 from cl_server.store import MongoStore
+from evaluator.scratch import scratch_dir
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,11 @@ def _redis_benchmark(socket_path: str | None, requests: int = 100_000) -> float 
 
 def run_ingest_bench(settings: IngestBenchSettings, work_dir: Path | None = None
                      ) -> dict[str, Any]:
-    root = Path(work_dir or tempfile.mkdtemp(prefix="modelci-bench-ingest-"))
+    with scratch_dir(work_dir, "modelci-bench-ingest-") as root:
+        return _run_ingest_bench(settings, root)
+
+
+def _run_ingest_bench(settings: IngestBenchSettings, root: Path) -> dict[str, Any]:
     config = parse_config(
         "name: ingest\nengine: {kind: triton, model_name: m}\n"
         f"model: {{template: tabular-mlp, input: {{shape: [{settings.features}]}}, "

@@ -49,7 +49,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -66,6 +65,7 @@ from cl_server.config.schema import ModelConfig
 from cl_server.embedded import EmbeddedServices
 from cl_server.embedded.process import ManagedProcess
 from evaluator.proxy_bench import binary_request
+from evaluator.scratch import scratch_dir
 from plugin.proxy.collector import served_stream
 from plugin.proxy.metrics import recent_latency_key
 from plugin.serving.routing import RoutingTable
@@ -243,6 +243,12 @@ def _run_job(cache_url: str, template: str, policy: str, steps: int, settings:
 def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None = None
                            ) -> dict[str, Any]:
     """Run the phases of the module doc; returns the figures (rows, idle, trace)."""
+    with scratch_dir(work_dir, "modelci-bench-interference-") as root:
+        return _run_interference_bench(settings, root)
+
+
+def _run_interference_bench(settings: InterferenceSettings, root: Path
+                           ) -> dict[str, Any]:
     import torch
 
     from model_factory.templates import Classifier
@@ -253,7 +259,6 @@ def run_interference_bench(settings: InterferenceSettings, work_dir: Path | None
                          f"{', '.join(SHAPES)})")
     if settings.repeats < 1:
         raise ValueError(f"repeats must be at least 1 (got {settings.repeats})")
-    root = Path(work_dir or tempfile.mkdtemp(prefix="modelci-bench-interference-"))
     services = EmbeddedServices(root / "embedded", cache=True, store=False)
     server = TritonServer(root, root / "repository")
     proxy: ManagedProcess | None = None

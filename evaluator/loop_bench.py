@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import time
 from collections import deque
@@ -63,6 +62,7 @@ from cl_server.loop import ServiceLoop
 from cl_server.queue import JobQueue, WorkerSettings
 from cl_server.runtime import worker_process
 from cl_server.store import Job, MongoStore
+from evaluator.scratch import scratch_dir
 from plugin.proxy.app import InferenceProxy
 from plugin.proxy.collector import RequestCollector
 from plugin.proxy.runner import ProxyThread
@@ -123,9 +123,13 @@ def _digits(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return (x[order] / 16.0).astype(np.float32), y[order]
 
 
-def run_loop_bench(settings: LoopBenchSettings, root: Path | None = None) -> dict[str, Any]:
+def run_loop_bench(settings: LoopBenchSettings, work_dir: Path | None = None) -> dict[str, Any]:
     """Run the scenario of the module doc; returns the measured figures (JSON-able)."""
-    root = Path(root or tempfile.mkdtemp(prefix="modelci-loop-bench-"))
+    with scratch_dir(work_dir, "modelci-loop-bench-") as root:
+        return _run_loop_bench(settings, root)
+
+
+def _run_loop_bench(settings: LoopBenchSettings, root: Path) -> dict[str, Any]:
     x, y = _digits(settings.seed)
     old = [i for i in range(len(y)) if y[i] < 5]
     new = [i for i in range(len(y)) if y[i] >= 5]

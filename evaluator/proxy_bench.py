@@ -26,7 +26,6 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -42,6 +41,7 @@ import tritonclient.http as triton_http
 from cl_server.config.schema import ModelConfig
 from cl_server.embedded import EmbeddedServices
 from cl_server.embedded.process import ManagedProcess
+from evaluator.scratch import scratch_dir
 from plugin.proxy.collector import served_stream
 from plugin.serving.routing import RoutingTable
 from plugin.serving.triton import TritonAdapter
@@ -160,11 +160,15 @@ def _traffic_during(url: str, rate: float, body: bytes, headers: dict[str, str],
 def run_proxy_bench(settings: ProxyBenchSettings, work_dir: Path | None = None
                     ) -> dict[str, Any]:
     """Run the three phases (see the module doc); returns the figures as a dict."""
+    with scratch_dir(work_dir, "modelci-bench-proxy-") as root:
+        return _run_proxy_bench(settings, root)
+
+
+def _run_proxy_bench(settings: ProxyBenchSettings, root: Path) -> dict[str, Any]:
     import torch
 
     from model_factory.templates import Classifier
 
-    root = Path(work_dir or tempfile.mkdtemp(prefix="modelci-bench-proxy-"))
     services = EmbeddedServices(root / "embedded", cache=True, store=False)
     server = TritonServer(root, root / "repository")
     proxy_process: ManagedProcess | None = None

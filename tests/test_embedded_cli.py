@@ -562,6 +562,8 @@ def test_long_data_dir_path_uses_a_short_socket_path(tmp_path: Path, leaf: str) 
             finally:
                 store.close()
         assert not socket_path.exists(), "redis left its socket behind"
+        if socket_path.parent != data_dir / "redis":
+            assert not socket_path.parent.exists(), "the socket's dir under the temp dir stayed"
         assert (data_dir / "redis" / "appendonly.aof").exists()
     finally:
         if socket_path is not None and socket_path.parent != data_dir / "redis":

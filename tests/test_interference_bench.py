@@ -10,6 +10,7 @@ adjacent references, and that the report and plot are written.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,10 +22,14 @@ from evaluator.interference_bench import QUICK_STEPS, summarize, target_check
 
 def test_bench_interference_quick(tmp_path: Path) -> None:
     out = tmp_path / "interference"
+    scratch = tmp_path / "tmp"  # where the benchmark makes its working dir
+    scratch.mkdir()
     done = subprocess.run([sys.executable, "-m", "plugin.cli", "bench", "interference",
                            "--quick", "--out", str(out)], capture_output=True, text=True,
-                          timeout=600, check=False)
+                          env={**os.environ, "TMPDIR": str(scratch)}, timeout=600, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
+    left = [p.name for p in scratch.iterdir() if p.name.startswith("modelci")]
+    assert not left, f"the benchmark left its working dir behind: {left}"
     result = json.loads((out / "interference.json").read_text())
     rows = {row["policy"]: row for row in result["rows"]}
     assert set(rows) == {"alone (no traffic)", "immediate", "limits-only", "slo-aware",

@@ -220,6 +220,14 @@ class EmbeddedServices:
         for proc in reversed(self._procs):
             proc.stop()
         self._procs.clear()
+        if self.want_cache:
+            redis_dir = self.data_dir / "redis"
+            short = _socket_path(redis_dir).parent
+            if short != redis_dir:  # the socket's own dir under the temp dir (long data dirs)
+                try:
+                    short.rmdir()
+                except OSError:
+                    pass  # not there, or not empty: a redis-server still holds its socket
         if self._lock_fh is not None:
             (self.data_dir / "run" / "endpoints.json").unlink(missing_ok=True)
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
