@@ -9,8 +9,8 @@ and hands out their URLs, so the rest of the system uses exactly the code path i
 external Redis and MongoDB. Layout of the data dir::
 
     <data_dir>/redis/appendonly.aof  Redis append-only file (cache, counters, job queue)
-    <data_dir>/store/<db>.db       one SQLite file per MongoDB database
-    <data_dir>/run/*.pid, *.log    pid and log of each child, endpoints.json, owner.lock
+    <data_dir>/store/<db>.db         one SQLite file per MongoDB database
+    <data_dir>/run/*.pid, *.log      pid and log of each child, endpoints.json, owner.lock
 
 Only one owner uses a data dir at a time (``owner.lock``, an advisory lock the kernel releases
 when the owner dies). Other processes on the machine (``modelci-e worker``, ``modelci-e token``)
