@@ -182,6 +182,7 @@ class EmbeddedServices:
         self.endpoints = Endpoints()
         self._procs: list[ManagedProcess] = []
         self._lock_fh = None
+        self._socket_dir: Path | None = None  # the redis socket's dir, when not under data_dir
 
     def start(self) -> Endpoints:
         run_dir = self.data_dir / "run"
@@ -199,6 +200,9 @@ class EmbeddedServices:
             cache_url = store_uri = None
             if self.want_cache:
                 proc, cache_url = redis_process(self.data_dir)
+                socket_dir = Path(cache_url.removeprefix("unix://")).parent
+                if socket_dir != self.data_dir / "redis":  # a long data dir's path
+                    self._socket_dir = socket_dir
                 proc.start()
                 self._procs.append(proc)
             if self.want_store:
@@ -220,14 +224,12 @@ class EmbeddedServices:
         for proc in reversed(self._procs):
             proc.stop()
         self._procs.clear()
-        if self.want_cache:
-            redis_dir = self.data_dir / "redis"
-            short = _socket_path(redis_dir).parent
-            if short != redis_dir:  # the socket's own dir under the temp dir (long data dirs)
-                try:
-                    short.rmdir()
-                except OSError:
-                    pass  # not there, or not empty: a redis-server still holds its socket
+        if self._socket_dir is not None:  # the socket's own dir under the temp dir
+            try:
+                self._socket_dir.rmdir()
+            except OSError:
+                pass  # not empty: a redis-server still holds its socket
+            self._socket_dir = None
         if self._lock_fh is not None:
             (self.data_dir / "run" / "endpoints.json").unlink(missing_ok=True)
             fcntl.flock(self._lock_fh, fcntl.LOCK_UN)
